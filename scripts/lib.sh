@@ -1,0 +1,64 @@
+# Shared helpers for the scripts: installing peers and starting a private redis-server.
+# Sourced, not run.
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+apt_install() {
+  if [ -z "${_APT_UPDATED:-}" ]; then
+    as_root apt-get update -qq
+    _APT_UPDATED=1
+  fi
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "$@" >/dev/null
+}
+
+ensure_redis_server() {
+  if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1 \
+     || ! command -v redis-sentinel >/dev/null 2>&1; then
+    step "installing redis-server (Debian package)"
+    apt_install redis-server redis-sentinel || apt_install redis-server redis-tools
+  fi
+}
+
+ensure_chromium() {
+  if ! command -v chromium >/dev/null 2>&1; then
+    step "installing chromium (Debian package) for the Flower browser test"
+    apt_install chromium chromium-driver
+  fi
+}
+
+# The Python venv with the pinned peers (celery, redis-py, flower) in .venv/.
+ensure_venv() {
+  local want
+  want=$(sha256sum scripts/requirements.txt | cut -c1-16)
+  if [ ! -x .venv/bin/python ] || [ "$(cat .venv/.stamp 2>/dev/null)" != "$want" ]; then
+    step "creating .venv with pinned celery, redis, flower"
+    python3 -m venv .venv
+    .venv/bin/pip install -q --upgrade pip >/dev/null
+    .venv/bin/pip install -q -r scripts/requirements.txt
+    echo "$want" > .venv/.stamp
+  fi
+  .venv/bin/python -c 'import celery, redis, flower' \
+    || { echo "the venv lacks celery/redis/flower; delete .venv and rerun" >&2; exit 1; }
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# start_private_redis DIR -> prints the port; the server's pid is in DIR/redis.pid
+start_private_redis() {
+  local dir=$1 port
+  port=$(free_port)
+  redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$dir" \
+    --daemonize yes --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" >/dev/null
+  for _ in $(seq 1 100); do
+    redis-cli -p "$port" ping 2>/dev/null | grep -q PONG && { echo "$port"; return 0; }
+    sleep 0.05
+  done
+  echo "redis-server did not start on port $port" >&2
+  return 1
+}

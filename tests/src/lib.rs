@@ -1,0 +1,381 @@
+//! Shared helpers for the integration tests: a private `redis-server` per test, the
+//! Python venv that `scripts/test.sh` creates (pinned Celery, redis-py, Flower), the
+//! `celeriac` binary, and bounded waiting.
+//!
+//! Nothing here skips: a missing `redis-server`, venv or binary makes the test fail with
+//! a hint saying how to install it. Every wait is bounded by an explicit deadline.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Root of the workspace (the directory holding the top-level `Cargo.toml`).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests crate lives one level below the workspace root")
+        .to_path_buf()
+}
+
+/// A free TCP port on 127.0.0.1 (bound once, then released for the child to take).
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral loopback port");
+    listener.local_addr().expect("local addr").port()
+}
+
+/// Poll `check` every 20 ms until it returns `Some`, or panic with `what` after `timeout`.
+pub fn wait_until<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        if Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A private `redis-server` on a free loopback port, killed (and its directory removed) on drop.
+#[derive(Debug)]
+pub struct RedisServer {
+    child: Child,
+    /// Port it listens on (127.0.0.1).
+    pub port: u16,
+    /// Its working directory (RDB/AOF files land here).
+    pub dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    /// Start a server with no persistence.
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Start a server with extra `--option value` arguments.
+    pub fn start_with(extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir for redis-server");
+        Self::start_in(dir, None, extra)
+    }
+
+    /// Start a server in `dir` on `port` (a restart keeps the same port and data).
+    pub fn start_in(dir: tempfile::TempDir, port: Option<u16>, extra: &[&str]) -> Self {
+        let bin = which("redis-server").unwrap_or_else(|| {
+            panic!(
+                "redis-server not found on PATH. Install it with `apt-get install -y redis-server` \
+                 or run scripts/test.sh, which installs it."
+            )
+        });
+        let port = port.unwrap_or_else(free_port);
+        let mut args: Vec<String> = vec![
+            "--port".into(),
+            port.to_string(),
+            "--bind".into(),
+            "127.0.0.1".into(),
+            "--save".into(),
+            "".into(),
+            "--appendonly".into(),
+            "no".into(),
+            "--dir".into(),
+            dir.path().display().to_string(),
+            "--daemonize".into(),
+            "no".into(),
+            "--logfile".into(),
+            "".into(),
+        ];
+        // Later options override earlier ones in redis-server's argument parser.
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let child = Command::new(bin)
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server");
+        let server = RedisServer { child, port, dir };
+        let password = extra
+            .windows(2)
+            .find(|w| w[0] == "--requirepass")
+            .map(|w| w[1].to_string());
+        wait_until(
+            Duration::from_secs(10),
+            "redis-server to accept PING",
+            || {
+                let mut cmd = Command::new("redis-cli");
+                cmd.args(["-p", &port.to_string()]);
+                if let Some(pw) = &password {
+                    cmd.args(["--no-auth-warning", "-a", pw]);
+                }
+                let out = cmd.arg("PING").output().ok()?;
+                String::from_utf8_lossy(&out.stdout)
+                    .contains("PONG")
+                    .then_some(())
+            },
+        );
+        server
+    }
+
+    /// `redis://127.0.0.1:<port>/<db>`
+    pub fn url(&self, db: u32) -> String {
+        format!("redis://127.0.0.1:{}/{}", self.port, db)
+    }
+
+    /// A synchronous client on `db`.
+    pub fn client(&self, db: u32) -> redis::Connection {
+        redis::Client::open(self.url(db))
+            .expect("redis url")
+            .get_connection()
+            .expect("connect to test redis")
+    }
+
+    /// Kill the server at once (SIGKILL) and wait for it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Process id of the server.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Find an executable on PATH.
+pub fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// The Python interpreter of the test venv (`.venv/` at the workspace root, made by
+/// `scripts/test.sh`), or `$CELERIAC_PYTHON`. Panics with a hint when it is missing or
+/// lacks Celery.
+pub fn python() -> PathBuf {
+    static PY: OnceLock<PathBuf> = OnceLock::new();
+    PY.get_or_init(|| {
+        let py = std::env::var_os("CELERIAC_PYTHON")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| workspace_root().join(".venv/bin/python"));
+        let ok = Command::new(&py)
+            .args([
+                "-c",
+                "import celery, redis, flower; print(celery.__version__)",
+            ])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        assert!(
+            ok,
+            "Python venv with celery/redis/flower not found at {}. Run scripts/test.sh \
+             (it creates .venv with the pinned versions from scripts/requirements.txt), \
+             or set CELERIAC_PYTHON to an interpreter that has them.",
+            py.display()
+        );
+        py
+    })
+    .clone()
+}
+
+/// Directory holding the Python helper modules used by tests (`tests/py`).
+pub fn py_dir() -> PathBuf {
+    workspace_root().join("tests/py")
+}
+
+/// Run a Python snippet with `tests/py` on `PYTHONPATH` and the given environment; returns
+/// (exit status success, stdout, stderr). Killed after `timeout`.
+pub fn run_python(code: &str, env: &[(&str, &str)], timeout: Duration) -> PyOutput {
+    let mut cmd = Command::new(python());
+    cmd.arg("-c")
+        .arg(code)
+        .env("PYTHONPATH", py_dir())
+        .env("PYTHONUNBUFFERED", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    run_with_timeout(cmd, timeout)
+}
+
+/// Output of a bounded child run.
+#[derive(Debug)]
+pub struct PyOutput {
+    /// Exited with status 0.
+    pub success: bool,
+    /// Exit code, if it exited normally.
+    pub code: Option<i32>,
+    /// Captured stdout.
+    pub stdout: String,
+    /// Captured stderr.
+    pub stderr: String,
+}
+
+/// Run a command with captured output, killing it after `timeout`.
+pub fn run_with_timeout(mut cmd: Command, timeout: Duration) -> PyOutput {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn child");
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let t_out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("try_wait") {
+            break Some(st);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let stdout = t_out.join().unwrap();
+    let stderr = t_err.join().unwrap();
+    match status {
+        Some(st) => PyOutput {
+            success: st.success(),
+            code: st.code(),
+            stdout,
+            stderr,
+        },
+        None => panic!(
+            "command {cmd:?} did not finish within {timeout:?}\nstdout:\n{stdout}\nstderr:\n{stderr}"
+        ),
+    }
+}
+
+/// Path of the `celeriac` binary, built once per test process so it is never stale.
+pub fn celeriac_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--quiet", "-p", "worker", "--bin", "celeriac"])
+            .current_dir(workspace_root())
+            .status()
+            .expect("run cargo build for the celeriac binary");
+        assert!(status.success(), "building the celeriac binary failed");
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| workspace_root().join("target"));
+        let bin = target.join("debug/celeriac");
+        assert!(
+            bin.is_file(),
+            "celeriac binary missing at {}",
+            bin.display()
+        );
+        bin
+    })
+    .clone()
+}
+
+/// A child process killed on drop, whose stderr lines are kept for failure messages.
+#[derive(Debug)]
+pub struct Proc {
+    /// The process.
+    pub child: Child,
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Proc {
+    /// Spawn `cmd`, capturing stdout+stderr lines.
+    pub fn spawn(mut cmd: Command) -> Proc {
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .stdin(Stdio::null());
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let out = child.stdout.take().unwrap();
+        let err = child.stderr.take().unwrap();
+        for stream in [Box::new(out) as Box<dyn Read + Send>, Box::new(err)] {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines() {
+                    let Ok(line) = line else { break };
+                    if std::env::var_os("CELERIAC_TEST_ECHO").is_some() {
+                        eprintln!("  | {line}");
+                    }
+                    log.lock().unwrap().push(line);
+                }
+            });
+        }
+        Proc { child, log }
+    }
+
+    /// Everything the process printed so far.
+    pub fn output(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// Wait until the output contains `needle`.
+    pub fn wait_for_output(&self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.output().contains(needle) {
+            if Instant::now() >= deadline {
+                panic!(
+                    "timed out after {timeout:?} waiting for {needle:?} in output:\n{}",
+                    self.output()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Send a signal to the process.
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) with a pid we own; no memory is touched.
+        unsafe {
+            libc::kill(self.child.id() as i32, sig);
+        }
+    }
+
+    /// Wait for exit, up to `timeout`; returns the exit status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(st) = self.child.try_wait().expect("try_wait") {
+                return st;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "process did not exit within {timeout:?}; output:\n{}",
+                    self.output()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
