@@ -1,1 +1,31 @@
-//! placeholder
+//! celeriac: Celery protocol v2 spoken over kombu's Redis transport.
+//!
+//! Module map:
+//!
+//! - [`protocol`] — pure wire types: the kombu envelope, task messages (v2, v1 on read),
+//!   result metas, exceptions, control (pidbox) and event payloads. No I/O, no async.
+//! - [`transport`] — kombu's Redis transport: every key name ([`transport::keys`]), the Lua
+//!   scripts, publishing, the atomic claim, ack/reject/restore, bindings, fanout.
+//! - [`backend`] — the Redis result backend: storing metas (SETEX + PUBLISH) and waiting.
+//! - [`client`] — what a monitor uses: `send_task`, `AsyncResult`.
+//! - [`task`] — the registry of task functions a worker serves and the error type a task
+//!   returns (so Python sees the exception it expects).
+//! - [`url`] — broker/backend URL parsing and redaction.
+//!
+//! The crate deliberately knows nothing about processes, signals or the CLI: those live in
+//! the `worker` crate.
+
+pub mod backend;
+pub mod client;
+pub mod protocol;
+pub mod task;
+pub mod transport;
+pub mod url;
+
+pub use backend::Backend;
+pub use client::{AsyncResult, Client, SendOptions};
+pub use protocol::{Envelope, ExceptionInfo, ResultMeta, State, TaskMessage};
+pub use transport::Broker;
+
+/// Version string reported as `sw_ver` in events and in `stats`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,201 @@
+//! The Redis result backend (`celery/backends/redis.py`): storing result metas under
+//! `celery-task-meta-<id>` with an expiry and publishing the same bytes on the channel of
+//! the same name, and waiting for a ready state the way `AsyncResult.get()` does
+//! (SUBSCRIBE first, then GET, then wait — so no update can slip between the two).
+
+use crate::protocol::{ResultMeta, State};
+use crate::transport::keys;
+use crate::url::RedisUrl;
+use futures_util::StreamExt;
+use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, Script};
+use std::sync::LazyLock;
+use std::time::Duration;
+
+/// Backend errors.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// Redis failed.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// The URL was refused.
+    #[error(transparent)]
+    Url(#[from] crate::url::UrlError),
+    /// A stored meta could not be decoded.
+    #[error("stored result for {task_id} is not a valid meta: {detail}")]
+    BadMeta {
+        /// Task id.
+        task_id: String,
+        /// Why.
+        detail: String,
+    },
+    /// No ready state within the timeout (Python raises `celery.exceptions.TimeoutError`).
+    #[error("no result for {task_id} within {timeout:?}")]
+    Timeout {
+        /// Task id.
+        task_id: String,
+        /// The timeout.
+        timeout: Duration,
+    },
+}
+
+/// Store a meta unless the stored one is already SUCCESS (Celery skips that write since
+/// 5.3, so a redelivered duplicate never replaces a result a client may have read), and
+/// publish the same bytes, atomically and in one round trip (Celery does GET, then
+/// MULTI SETEX+PUBLISH EXEC; the effect on Redis and subscribers is the same).
+///
+/// KEYS: meta key. ARGV: meta JSON, expiry seconds (0 = no expiry). Returns 1 if stored.
+static STORE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  local ok, m = pcall(cjson.decode, cur)
+  if ok and type(m) == 'table' and m['status'] == 'SUCCESS' then return 0 end
+end
+if tonumber(ARGV[2]) > 0 then
+  redis.call('SETEX', KEYS[1], ARGV[2], ARGV[1])
+else
+  redis.call('SET', KEYS[1], ARGV[1])
+end
+redis.call('PUBLISH', KEYS[1], ARGV[1])
+return 1
+"#,
+    )
+});
+
+/// Default `result_expires`: one day.
+pub const DEFAULT_RESULT_EXPIRES: Duration = Duration::from_secs(86_400);
+
+/// The Redis result backend.
+#[derive(Clone)]
+pub struct Backend {
+    url: RedisUrl,
+    client: redis::Client,
+    conn: ConnectionManager,
+    expires: Duration,
+}
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backend")
+            .field("url", &self.url.redacted())
+            .finish()
+    }
+}
+
+impl Backend {
+    /// Connect to `url`.
+    pub async fn connect(url: &str) -> Result<Self, BackendError> {
+        let url = RedisUrl::parse(url)?;
+        let client = url.client()?;
+        let cfg = redis::aio::ConnectionManagerConfig::new()
+            .set_response_timeout(Some(Duration::from_secs(10)))
+            .set_connection_timeout(Some(Duration::from_secs(4)))
+            .set_number_of_retries(6)
+            .set_max_delay(Duration::from_secs(2));
+        let conn = client.get_connection_manager_with_config(cfg).await?;
+        Ok(Backend {
+            url,
+            client,
+            conn,
+            expires: DEFAULT_RESULT_EXPIRES,
+        })
+    }
+
+    /// Set `result_expires` (zero = never expire).
+    pub fn with_expires(mut self, expires: Duration) -> Self {
+        self.expires = expires;
+        self
+    }
+
+    /// The parsed URL.
+    pub fn url(&self) -> &RedisUrl {
+        &self.url
+    }
+
+    /// Store and publish a meta; returns false when a SUCCESS was already stored.
+    pub async fn store(&self, meta: &ResultMeta) -> Result<bool, BackendError> {
+        let stored: i64 = STORE
+            .key(keys::task_meta(&meta.task_id))
+            .arg(meta.encode())
+            .arg(self.expires.as_secs())
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(stored == 1)
+    }
+
+    /// The stored meta, if any (none = PENDING).
+    pub async fn get(&self, task_id: &str) -> Result<Option<ResultMeta>, BackendError> {
+        let raw: Option<Vec<u8>> = self.conn.clone().get(keys::task_meta(task_id)).await?;
+        raw.map(|r| decode(task_id, &r)).transpose()
+    }
+
+    /// The current state (PENDING when nothing is stored).
+    pub async fn state(&self, task_id: &str) -> Result<State, BackendError> {
+        Ok(self
+            .get(task_id)
+            .await?
+            .map_or(State::Pending, |m| m.status))
+    }
+
+    /// Wait for a ready state: SUBSCRIBE to the meta channel, then GET, then wait for a
+    /// published ready meta, up to `timeout`.
+    pub async fn wait(&self, task_id: &str, timeout: Duration) -> Result<ResultMeta, BackendError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let key = keys::task_meta(task_id);
+        let mut pubsub = self.client.get_async_pubsub().await?;
+        pubsub.subscribe(&key).await?;
+        if let Some(m) = self.get(task_id).await?
+            && m.status.is_ready()
+        {
+            return Ok(m);
+        }
+        let mut stream = pubsub.on_message();
+        loop {
+            let msg = match tokio::time::timeout_at(deadline, stream.next()).await {
+                Err(_) => {
+                    return Err(BackendError::Timeout {
+                        task_id: task_id.into(),
+                        timeout,
+                    });
+                }
+                Ok(None) => {
+                    // The subscription connection dropped: fall back to reading the key.
+                    if let Some(m) = self.get(task_id).await?
+                        && m.status.is_ready()
+                    {
+                        return Ok(m);
+                    }
+                    return Box::pin(self.wait(
+                        task_id,
+                        deadline.saturating_duration_since(tokio::time::Instant::now()),
+                    ))
+                    .await;
+                }
+                Ok(Some(msg)) => msg,
+            };
+            let m = decode(task_id, msg.get_payload_bytes())?;
+            if m.status.is_ready() {
+                return Ok(m);
+            }
+        }
+    }
+
+    /// Command connection (for callers composing their own pipelines).
+    pub fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// The expiry applied to stored results.
+    pub fn expires(&self) -> Duration {
+        self.expires
+    }
+}
+
+fn decode(task_id: &str, raw: &[u8]) -> Result<ResultMeta, BackendError> {
+    ResultMeta::decode(raw).map_err(|e| BackendError::BadMeta {
+        task_id: task_id.into(),
+        detail: e.to_string(),
+    })
+}

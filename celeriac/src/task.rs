@@ -1,0 +1,192 @@
+//! Task functions and the registry a worker serves.
+//!
+//! A task is a plain synchronous function of its call (args, kwargs and the request
+//! context) returning a JSON value or a [`TaskError`]. It runs in a child process in the
+//! JWQL mode, so it may block, leak or crash without harming the worker. Errors carry the
+//! Python exception type and module, so `AsyncResult.get()` in Python re-raises exactly
+//! what a Python task would have raised.
+
+use crate::protocol::ExceptionInfo;
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What a task body receives.
+#[derive(Debug, Clone, Default)]
+pub struct TaskCall {
+    /// Positional arguments.
+    pub args: Vec<Value>,
+    /// Keyword arguments.
+    pub kwargs: Map<String, Value>,
+    /// Task id.
+    pub id: String,
+    /// Retry count so far.
+    pub retries: i64,
+    /// Node name of the worker.
+    pub hostname: String,
+}
+
+impl TaskCall {
+    /// Argument `i` by position, or by `name` in kwargs.
+    pub fn arg(&self, i: usize, name: &str) -> Result<&Value, TaskError> {
+        self.args
+            .get(i)
+            .or_else(|| self.kwargs.get(name))
+            .ok_or_else(|| TaskError::type_error(format!("missing required argument: '{name}'")))
+    }
+
+    /// Argument as f64.
+    pub fn f64_arg(&self, i: usize, name: &str) -> Result<f64, TaskError> {
+        let v = self.arg(i, name)?;
+        v.as_f64().ok_or_else(|| {
+            TaskError::type_error(format!("argument '{name}' must be a number, got {v}"))
+        })
+    }
+
+    /// Argument as a string.
+    pub fn str_arg(&self, i: usize, name: &str) -> Result<&str, TaskError> {
+        let v = self.arg(i, name)?;
+        v.as_str().ok_or_else(|| {
+            TaskError::type_error(format!("argument '{name}' must be a string, got {v}"))
+        })
+    }
+}
+
+/// How a task body fails.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TaskError {
+    /// An exception, as Python sees it.
+    Exception {
+        /// Type, message and module.
+        exc: ExceptionInfo,
+        /// Traceback text (generated when absent).
+        traceback: Option<String>,
+    },
+    /// Ask for a retry (`self.retry(countdown=..., max_retries=...)`).
+    Retry {
+        /// Delay before the next attempt (Celery's `default_retry_delay` is 180 s).
+        countdown: Duration,
+        /// Maximum retries (Celery's default is 3); `None` = unlimited.
+        max_retries: Option<i64>,
+        /// The exception that caused it (re-raised when retries are exhausted).
+        exc: ExceptionInfo,
+    },
+}
+
+impl TaskError {
+    /// `ValueError(msg)`.
+    pub fn value_error(msg: impl Into<String>) -> Self {
+        TaskError::Exception {
+            exc: ExceptionInfo::value_error(msg),
+            traceback: None,
+        }
+    }
+
+    /// `TypeError(msg)` — bad arguments, as Python raises for a wrong call.
+    pub fn type_error(msg: impl Into<String>) -> Self {
+        TaskError::Exception {
+            exc: ExceptionInfo::new("builtins", "TypeError", msg.into()),
+            traceback: None,
+        }
+    }
+
+    /// Any exception by module and type.
+    pub fn exception(module: &str, ty: &str, msg: impl Into<Value>) -> Self {
+        TaskError::Exception {
+            exc: ExceptionInfo::new(module, ty, msg),
+            traceback: None,
+        }
+    }
+}
+
+/// A task body.
+pub type TaskFn = Arc<dyn Fn(&TaskCall) -> Result<Value, TaskError> + Send + Sync>;
+
+/// Per-task options (Celery task attributes a deployment may set).
+#[derive(Debug, Clone, Default)]
+pub struct TaskOptions {
+    /// `acks_late` for this task (overrides the worker default when set).
+    pub acks_late: Option<bool>,
+}
+
+/// A registered task.
+#[derive(Clone)]
+pub struct TaskDef {
+    /// Celery name, e.g. `shared_tasks.add`.
+    pub name: String,
+    /// Body.
+    pub func: TaskFn,
+    /// Options.
+    pub options: TaskOptions,
+}
+
+impl std::fmt::Debug for TaskDef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskDef").field("name", &self.name).finish()
+    }
+}
+
+/// Task names → bodies.
+#[derive(Debug, Clone, Default)]
+pub struct Registry {
+    tasks: BTreeMap<String, TaskDef>,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Register `func` under `name` (one line per task).
+    pub fn register<F>(&mut self, name: &str, func: F) -> &mut Self
+    where
+        F: Fn(&TaskCall) -> Result<Value, TaskError> + Send + Sync + 'static,
+    {
+        self.tasks.insert(
+            name.to_string(),
+            TaskDef {
+                name: name.to_string(),
+                func: Arc::new(func),
+                options: TaskOptions::default(),
+            },
+        );
+        self
+    }
+
+    /// Look a task up.
+    pub fn get(&self, name: &str) -> Option<&TaskDef> {
+        self.tasks.get(name)
+    }
+
+    /// Registered names, sorted (what `inspect registered` lists).
+    pub fn names(&self) -> Vec<String> {
+        self.tasks.keys().cloned().collect()
+    }
+
+    /// Run `name` with `call`, turning a panic into an exception the client can see.
+    pub fn run(&self, name: &str, call: &TaskCall) -> Result<Value, TaskError> {
+        let Some(def) = self.get(name) else {
+            return Err(TaskError::Exception {
+                exc: ExceptionInfo::not_registered(name),
+                traceback: None,
+            });
+        };
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (def.func)(call))) {
+            Ok(r) => r,
+            Err(p) => {
+                let msg = p
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| p.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "task panicked".into());
+                Err(TaskError::exception(
+                    "builtins",
+                    "RuntimeError",
+                    format!("task panicked: {msg}"),
+                ))
+            }
+        }
+    }
+}

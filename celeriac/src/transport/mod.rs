@@ -1,0 +1,444 @@
+//! kombu's Redis transport, spoken from Rust.
+//!
+//! Owns: publishing task messages (LPUSH to the priority list), declaring and binding queues
+//! as Python writes them, the loss-free claim ([`scripts::CLAIM`]) that records every
+//! delivery in kombu's `unacked`/`unacked_index`, ack, reject/requeue and restore of stale
+//! unacked entries under `unacked_mutex` (so Python workers restore ours and we theirs),
+//! lease refresh, purge, and fanout publishing. Does not own: what a message means
+//! ([`crate::protocol`]) or results ([`crate::backend`]).
+//!
+//! Connections: commands go over one auto-reconnecting multiplexed connection
+//! (`ConnectionManager`). Blocking waits never share it: [`wait::IdleWaiter`] keeps its
+//! own connections (redis-rs times responses out after 500 ms by default, and a blocking
+//! command would stall every other command queued behind it).
+
+pub mod keys;
+pub mod scripts;
+pub mod wait;
+
+use crate::protocol::{Envelope, json, time};
+use crate::url::RedisUrl;
+use redis::AsyncCommands;
+use redis::aio::ConnectionManager;
+use serde_json::json;
+use std::time::Duration;
+
+/// Transport errors.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// Redis failed; the connection manager reconnects by itself, so retrying is reasonable.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// The URL was refused.
+    #[error(transparent)]
+    Url(#[from] crate::url::UrlError),
+}
+
+/// Result alias.
+pub type Result<T> = std::result::Result<T, TransportError>;
+
+/// A message taken off a queue and recorded in `unacked`.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// `properties.delivery_tag`: the field in `unacked`.
+    pub tag: String,
+    /// The list it came from (with priority suffix).
+    pub key: String,
+    /// The original envelope bytes, exactly as popped.
+    pub raw: Vec<u8>,
+    /// The `unacked` hash value written for it: `[raw, exchange, routing_key]`.
+    pub unacked_value: Vec<u8>,
+}
+
+impl Delivery {
+    /// The queue name (the list key without its priority suffix).
+    pub fn queue(&self) -> &str {
+        keys::queue_of_key(&self.key)
+    }
+}
+
+/// Connection settings for the broker.
+#[derive(Debug, Clone)]
+pub struct BrokerOptions {
+    /// Maximum time for a response to an ordinary command.
+    pub response_timeout: Duration,
+    /// Maximum time to establish a connection.
+    pub connect_timeout: Duration,
+}
+
+impl Default for BrokerOptions {
+    fn default() -> Self {
+        BrokerOptions {
+            response_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(4),
+        }
+    }
+}
+
+/// The broker side of kombu's Redis transport.
+#[derive(Clone)]
+pub struct Broker {
+    url: RedisUrl,
+    client: redis::Client,
+    conn: ConnectionManager,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker")
+            .field("url", &self.url.redacted())
+            .finish()
+    }
+}
+
+impl Broker {
+    /// Connect to `url` with default options.
+    pub async fn connect(url: &str) -> Result<Self> {
+        Self::connect_with(url, BrokerOptions::default()).await
+    }
+
+    /// Connect with explicit options.
+    pub async fn connect_with(url: &str, opts: BrokerOptions) -> Result<Self> {
+        let url = RedisUrl::parse(url)?;
+        let client = url.client()?;
+        let cfg = redis::aio::ConnectionManagerConfig::new()
+            .set_response_timeout(Some(opts.response_timeout))
+            .set_connection_timeout(Some(opts.connect_timeout))
+            .set_number_of_retries(6)
+            .set_max_delay(Duration::from_secs(2));
+        let conn = client.get_connection_manager_with_config(cfg).await?;
+        Ok(Broker { url, client, conn })
+    }
+
+    /// The parsed URL.
+    pub fn url(&self) -> &RedisUrl {
+        &self.url
+    }
+
+    /// The database number, used in fanout channel names.
+    pub fn db(&self) -> i64 {
+        self.url.db()
+    }
+
+    /// The redis-rs client (for dedicated blocking or pub/sub connections).
+    pub fn client(&self) -> &redis::Client {
+        &self.client
+    }
+
+    /// A clone of the shared command connection.
+    pub fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// Declare + bind a task queue the way a Python 5.7 publisher does: `LLEN` of the four
+    /// lists, then `SADD` the binding member to `_kombu.binding.<q>` and the permanent set.
+    pub async fn declare_queue(&self, queue: &str) -> Result<()> {
+        let member = keys::binding_member(queue, "", queue);
+        let mut p = redis::pipe();
+        p.atomic()
+            .sadd(keys::binding(queue), &member)
+            .ignore()
+            .sadd(keys::binding_permanent(queue), &member)
+            .ignore();
+        p.query_async::<()>(&mut self.conn.clone()).await?;
+        Ok(())
+    }
+
+    /// LPUSH an encoded envelope onto the list for `queue` at `priority`.
+    pub async fn publish(&self, queue: &str, priority: u8, envelope: &[u8]) -> Result<()> {
+        let _: i64 = self
+            .conn
+            .clone()
+            .lpush(keys::queue_key(queue, priority), envelope)
+            .await?;
+        Ok(())
+    }
+
+    /// Claim up to `max` messages from `queues` (in the given order; rotate it between calls
+    /// for kombu's round robin), recording each in `unacked` atomically. See [`scripts::CLAIM`].
+    pub async fn claim(
+        &self,
+        queues: &[String],
+        max: usize,
+        node: &str,
+        max_size: usize,
+    ) -> Result<Vec<Delivery>> {
+        let consume = keys::consume_keys(queues);
+        let mut inv = scripts::CLAIM.prepare_invoke();
+        inv.key(keys::UNACKED)
+            .key(keys::UNACKED_INDEX)
+            .key(keys::DEAD_LETTER)
+            .key(keys::HOLDERS);
+        for k in &consume {
+            inv.key(k);
+        }
+        inv.arg(time::unix_now().to_string())
+            .arg(max)
+            .arg(queues.len())
+            .arg(node)
+            .arg(max_size);
+        let flat: Vec<Vec<u8>> = inv.invoke_async(&mut self.conn.clone()).await?;
+        let mut out = Vec::with_capacity(flat.len() / 2);
+        let mut it = flat.into_iter();
+        while let (Some(key), Some(raw)) = (it.next(), it.next()) {
+            let key = String::from_utf8_lossy(&key).into_owned();
+            // The script only records messages whose tag and delivery_info it could read, so
+            // this decode succeeds; the unacked value is rebuilt the same way the script did.
+            let env: serde_json::Value = serde_json::from_slice(&raw).unwrap_or_default();
+            let props = &env["properties"];
+            let tag = props["delivery_tag"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let di = &props["delivery_info"];
+            let unacked_value = unacked_entry(
+                &raw,
+                di["exchange"].as_str().unwrap_or(""),
+                di["routing_key"].as_str().unwrap_or(""),
+            );
+            out.push(Delivery {
+                tag,
+                key,
+                raw,
+                unacked_value,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Ack: `ZREM unacked_index`, `HDEL unacked` (kombu `basic_ack`), plus celeriac's holder entry.
+    pub async fn ack(&self, tag: &str) -> Result<()> {
+        ack_pipe(&mut redis::pipe(), tag)
+            .query_async::<()>(&mut self.conn.clone())
+            .await?;
+        Ok(())
+    }
+
+    /// Ack a message and put it on the dead-letter list with `reason`, atomically.
+    pub async fn ack_dead(&self, delivery: &Delivery, reason: &str) -> Result<()> {
+        let entry = dead_entry(delivery.queue(), reason, &delivery.raw);
+        let _: i64 = scripts::ACK_DEAD
+            .key(keys::UNACKED)
+            .key(keys::UNACKED_INDEX)
+            .key(keys::HOLDERS)
+            .key(keys::DEAD_LETTER)
+            .arg(&delivery.tag)
+            .arg(entry)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(())
+    }
+
+    /// Put a message back, marked redelivered: RPUSH (front of the queue, kombu's restore at
+    /// shutdown) or, with `back`, LPUSH (kombu's reject-requeue). Returns false when the
+    /// unacked entry changed under us (someone else already restored or acked it).
+    pub async fn requeue(&self, delivery: &Delivery, back: bool) -> Result<bool> {
+        restore_entry(
+            &mut self.conn.clone(),
+            &delivery.tag,
+            &delivery.unacked_value,
+            back,
+        )
+        .await
+    }
+
+    /// Refresh the `unacked_index` score of messages this worker holds (its lease), so no
+    /// visibility-timeout sweeper, Python's or ours, restores a live task. `XX`: entries
+    /// already acked are not recreated.
+    pub async fn refresh_leases(&self, tags: &[String]) -> Result<()> {
+        if tags.is_empty() {
+            return Ok(());
+        }
+        let now = time::unix_now();
+        let mut cmd = redis::cmd("ZADD");
+        cmd.arg(keys::UNACKED_INDEX).arg("XX");
+        for t in tags {
+            cmd.arg(now).arg(t);
+        }
+        cmd.query_async::<()>(&mut self.conn.clone()).await?;
+        Ok(())
+    }
+
+    /// kombu's `restore_visible`: under `unacked_mutex` (a redis-py lock, `PX 300000`),
+    /// restore (RPUSH, redelivered) every unacked message whose score is older than
+    /// `visibility_timeout`; celeriac-held messages (in `celeriac.holders`) use `lease`
+    /// instead, because their holders refresh the score while alive.
+    /// Returns the number restored, or `None` when another consumer holds the mutex.
+    pub async fn restore_visible(
+        &self,
+        visibility_timeout: Duration,
+        lease: Duration,
+    ) -> Result<Option<usize>> {
+        let mut conn = self.conn.clone();
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        let got: Option<String> = redis::cmd("SET")
+            .arg(keys::UNACKED_MUTEX)
+            .arg(&token)
+            .arg("NX")
+            .arg("PX")
+            .arg(300_000)
+            .query_async(&mut conn)
+            .await?;
+        if got.is_none() {
+            return Ok(None);
+        }
+        let result = self
+            .restore_stale(&mut conn, visibility_timeout, lease)
+            .await;
+        let _: i64 = scripts::LOCK_RELEASE
+            .key(keys::UNACKED_MUTEX)
+            .arg(&token)
+            .invoke_async(&mut conn)
+            .await?;
+        result.map(Some)
+    }
+
+    async fn restore_stale(
+        &self,
+        conn: &mut ConnectionManager,
+        vt: Duration,
+        lease: Duration,
+    ) -> Result<usize> {
+        let now = time::unix_now();
+        let horizon = now - vt.as_secs_f64().min(lease.as_secs_f64());
+        let stale: Vec<(String, f64)> = redis::cmd("ZRANGE")
+            .arg(keys::UNACKED_INDEX)
+            .arg(horizon)
+            .arg(0)
+            .arg("BYSCORE")
+            .arg("REV")
+            .arg("WITHSCORES")
+            .query_async(conn)
+            .await?;
+        let mut restored = 0;
+        for (tag, score) in stale {
+            let holder: Option<String> = conn.hget(keys::HOLDERS, &tag).await?;
+            let limit = if holder.is_some() { lease } else { vt };
+            if score > now - limit.as_secs_f64() {
+                continue;
+            }
+            let Some(value): Option<Vec<u8>> = conn.hget(keys::UNACKED, &tag).await? else {
+                // Index entry without a payload (half-acked by a crashed peer): drop it, as kombu does.
+                let _: i64 = conn.zrem(keys::UNACKED_INDEX, &tag).await?;
+                continue;
+            };
+            if restore_entry(conn, &tag, &value, false).await? {
+                restored += 1;
+            }
+        }
+        Ok(restored)
+    }
+
+    /// Length of every list of `queue` (sum over priorities).
+    pub async fn queue_len(&self, queue: &str) -> Result<usize> {
+        let mut p = redis::pipe();
+        for k in keys::queue_keys(queue) {
+            p.llen(k);
+        }
+        let lens: Vec<usize> = p.query_async(&mut self.conn.clone()).await?;
+        Ok(lens.into_iter().sum())
+    }
+
+    /// PUBLISH an envelope on a fanout channel.
+    pub async fn publish_fanout(&self, channel: &str, envelope: &[u8]) -> Result<()> {
+        let _: i64 = self.conn.clone().publish(channel, envelope).await?;
+        Ok(())
+    }
+}
+
+/// kombu's `unacked` value: `json.dumps([envelope, exchange, routing_key])`, with the
+/// envelope embedded verbatim.
+pub fn unacked_entry(raw: &[u8], exchange: &str, routing_key: &str) -> Vec<u8> {
+    let mut v = Vec::with_capacity(raw.len() + 32);
+    v.push(b'[');
+    v.extend_from_slice(raw);
+    v.extend_from_slice(b", ");
+    v.extend_from_slice(&json::to_vec(exchange));
+    v.extend_from_slice(b", ");
+    v.extend_from_slice(&json::to_vec(routing_key));
+    v.push(b']');
+    v
+}
+
+/// A dead-letter entry: reason, queue, time and the original bytes (base64, so any bytes
+/// survive).
+pub fn dead_entry(queue: &str, reason: &str, raw: &[u8]) -> Vec<u8> {
+    use base64::Engine;
+    json::to_vec(&json!({
+        "reason": reason,
+        "queue": queue,
+        "time": time::unix_now(),
+        "payload_b64": base64::engine::general_purpose::STANDARD.encode(raw),
+    }))
+}
+
+fn ack_pipe<'a>(p: &'a mut redis::Pipeline, tag: &str) -> &'a mut redis::Pipeline {
+    p.atomic()
+        .zrem(keys::UNACKED_INDEX, tag)
+        .ignore()
+        .hdel(keys::UNACKED, tag)
+        .ignore()
+        .hdel(keys::HOLDERS, tag)
+        .ignore()
+}
+
+/// Restore one `unacked` entry (`[envelope, exchange, routing_key]`) to its queue, marked
+/// redelivered, if the entry still equals `value`.
+async fn restore_entry(
+    conn: &mut ConnectionManager,
+    tag: &str,
+    value: &[u8],
+    back: bool,
+) -> Result<bool> {
+    let (env_bytes, dest) = match redelivered_envelope(value) {
+        Some(x) => x,
+        None => {
+            // An entry we cannot parse cannot be routed; keep its bytes in the dead-letter list.
+            let entry = dead_entry(
+                "",
+                "unacked entry is not [envelope, exchange, routing_key]",
+                value,
+            );
+            let _: i64 = scripts::ACK_DEAD
+                .key(keys::UNACKED)
+                .key(keys::UNACKED_INDEX)
+                .key(keys::HOLDERS)
+                .key(keys::DEAD_LETTER)
+                .arg(tag)
+                .arg(entry)
+                .invoke_async(conn)
+                .await?;
+            return Ok(false);
+        }
+    };
+    let moved: i64 = scripts::RESTORE
+        .key(keys::UNACKED)
+        .key(keys::UNACKED_INDEX)
+        .key(keys::HOLDERS)
+        .key(dest)
+        .arg(tag)
+        .arg(value)
+        .arg(env_bytes)
+        .arg(if back { "1" } else { "0" })
+        .invoke_async(conn)
+        .await?;
+    Ok(moved == 1)
+}
+
+/// Parse an `unacked` value and produce the redelivered envelope and its destination list
+/// (`_lookup(exchange, routing_key)`: for the anonymous exchange, the routing key).
+fn redelivered_envelope(value: &[u8]) -> Option<(Vec<u8>, String)> {
+    let triple: (serde_json::Value, String, String) = serde_json::from_slice(value).ok()?;
+    let (env_v, _exchange, rk) = triple;
+    let mut env: Envelope = serde_json::from_value(env_v).ok()?;
+    env.mark_redelivered();
+    let queue = if rk.is_empty() {
+        keys::DEFAULT_QUEUE.to_string()
+    } else {
+        rk
+    };
+    Some((
+        env.encode(),
+        keys::queue_key(&queue, env.properties.priority),
+    ))
+}
