@@ -1,0 +1,182 @@
+//! [`Client`]: one Redis connection (multiplexed, reconnecting) shared by every lock a
+//! process takes, plus where its background work (watchdogs, releases from `Drop`) runs.
+//!
+//! Configuration follows celeriac's convention of one Redis unless told otherwise:
+//! [`Client::from_env`] reads `CELERIAC_LOCK_URL`, then `CELERY_BROKER_URL`, then uses
+//! `redis://127.0.0.1:6379/0` — JWQL keeps broker, results and locks in db 0 of one server.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::runtime::Handle;
+use tokio::sync::OnceCell;
+
+use crate::error::LockError;
+use crate::lock::Lock;
+use crate::multi::MultiLock;
+
+/// Default Redis URL when no environment variable names one.
+pub const DEFAULT_URL: &str = "redis://127.0.0.1:6379/0";
+
+/// Environment variables read by [`Client::from_env`], in order of precedence.
+pub const URL_ENV_VARS: [&str; 2] = ["CELERIAC_LOCK_URL", "CELERY_BROKER_URL"];
+
+/// A handle to the Redis server that holds the locks. Cheap to clone.
+#[derive(Clone)]
+pub struct Client {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) redis: redis::Client,
+    pub(crate) db: i64,
+    url: String,
+    conn: OnceCell<ConnectionManager>,
+    /// When true, the connection's driver and all background work live on the library's
+    /// private runtime (blocking API, default client); otherwise on the caller's runtime.
+    private: bool,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("url", &redact(&self.inner.url))
+            .field("private_runtime", &self.inner.private)
+            .finish()
+    }
+}
+
+fn redact(url: &str) -> String {
+    // Never print a password: keep scheme and host part after '@'.
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
+        _ => url.to_string(),
+    }
+}
+
+impl Client {
+    /// A client for the Redis at `url` (`redis://host:port/db`). Connects lazily, on first
+    /// use, from the tokio runtime that first uses it; background work (watchdog renewals)
+    /// runs on that runtime.
+    pub fn open(url: &str) -> Result<Client, LockError> {
+        Self::build(url, false)
+    }
+
+    /// Like [`Client::open`], but the connection and every background task live on the
+    /// library's private runtime, so the client works from any thread and any runtime and
+    /// its watchdogs outlive the caller's runtime. Used by the blocking API.
+    pub fn open_detached(url: &str) -> Result<Client, LockError> {
+        Self::build(url, true)
+    }
+
+    fn build(url: &str, private: bool) -> Result<Client, LockError> {
+        let redis = redis::Client::open(url).map_err(|source| LockError::Url {
+            url: redact(url),
+            source,
+        })?;
+        let db = redis.get_connection_info().redis_settings().db();
+        Ok(Client {
+            inner: Arc::new(Inner {
+                redis,
+                db,
+                url: url.to_string(),
+                conn: OnceCell::new(),
+                private,
+            }),
+        })
+    }
+
+    /// The URL from `CELERIAC_LOCK_URL`, else `CELERY_BROKER_URL`, else [`DEFAULT_URL`].
+    pub fn url_from_env() -> String {
+        URL_ENV_VARS
+            .iter()
+            .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+            .unwrap_or_else(|| DEFAULT_URL.to_string())
+    }
+
+    /// A detached client (see [`Client::open_detached`]) for [`Client::url_from_env`].
+    pub fn from_env() -> Result<Client, LockError> {
+        Self::open_detached(&Self::url_from_env())
+    }
+
+    /// The process-wide client from the environment that `#[only_one]` uses when no
+    /// `client = ...` is given. Built once; later changes to the environment are ignored.
+    pub fn global() -> Result<Client, LockError> {
+        static GLOBAL: OnceLock<Client> = OnceLock::new();
+        if let Some(c) = GLOBAL.get() {
+            return Ok(c.clone());
+        }
+        let c = Self::from_env()?;
+        Ok(GLOBAL.get_or_init(|| c).clone())
+    }
+
+    /// The URL this client was opened with.
+    pub fn url(&self) -> &str {
+        &self.inner.url
+    }
+
+    /// The database number locks live in.
+    pub fn db(&self) -> i64 {
+        self.inner.db
+    }
+
+    /// A lock on `name` (the key, used as given, as redis-py does), with redis-py's
+    /// defaults: no timeout, blocking, no blocking timeout, 0.1 s polling sleep.
+    pub fn lock(&self, name: impl Into<String>) -> Lock {
+        Lock::new(self.clone(), name.into())
+    }
+
+    /// Several locks to be taken together, all or nothing (see [`MultiLock`]).
+    pub fn multi_lock<I, S>(&self, names: I) -> MultiLock
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        MultiLock::new(self.clone(), names.into_iter().map(Into::into).collect())
+    }
+
+    /// The shared connection, connecting on first use.
+    pub(crate) async fn conn(&self) -> Result<ConnectionManager, LockError> {
+        let inner = &self.inner;
+        inner
+            .conn
+            .get_or_try_init(|| async {
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(Duration::from_secs(2)))
+                    .set_response_timeout(Some(Duration::from_secs(5)))
+                    .set_number_of_retries(2);
+                let client = inner.redis.clone();
+                let connect = ConnectionManager::new_with_config(client, config);
+                if inner.private {
+                    crate::runtime::handle()
+                        .spawn(connect)
+                        .await
+                        .expect("connect task panicked")
+                } else {
+                    connect.await
+                }
+            })
+            .await
+            .cloned()
+            .map_err(|e| LockError::redis("", e))
+    }
+
+    /// Where background work for this client runs.
+    pub(crate) fn spawn_handle(&self) -> Handle {
+        if self.inner.private {
+            crate::runtime::handle()
+        } else {
+            Handle::try_current().unwrap_or_else(|_| crate::runtime::handle())
+        }
+    }
+
+    pub(crate) fn is_detached(&self) -> bool {
+        self.inner.private
+    }
+
+    /// A dedicated pub/sub connection (waiters subscribe to release notifications).
+    pub(crate) async fn pubsub(&self) -> Result<redis::aio::PubSub, redis::RedisError> {
+        self.inner.redis.get_async_pubsub().await
+    }
+}

@@ -1,0 +1,207 @@
+//! [`MultiLock`]: take several locks at once, all or nothing, in one atomic script.
+//!
+//! JWQL's `run_parallel_pipeline` takes one blocking lock per file in list order, so two
+//! monitors with overlapping lists in different orders can deadlock, and a file listed
+//! twice deadlocks with itself. Here the names are sorted and de-duplicated and the whole
+//! set is taken by one Lua script or not at all, so no caller ever holds part of a set while
+//! waiting for the rest. Each lock is still a plain redis-py-compatible key, so Python
+//! holders of any single name are excluded as usual.
+
+use std::time::Duration;
+
+use redis::Value;
+use tokio::time::Instant;
+
+use crate::client::Client;
+use crate::error::LockError;
+use crate::holder::holder_fields;
+use crate::keys;
+use crate::lock::{
+    Busy, LockGuard, LockOptions, Waiter, bad_reply, bytes, int, read_holder, wait_interval,
+};
+use crate::scripts;
+
+/// Several lock names to be acquired together. Build with [`Client::multi_lock`].
+#[derive(Debug, Clone)]
+pub struct MultiLock {
+    client: Client,
+    names: Vec<String>,
+    opts: LockOptions,
+}
+
+/// The held set; each lock has its own guard (and watchdog, when it has a TTL).
+#[derive(Debug)]
+pub struct MultiGuard {
+    guards: Vec<LockGuard>,
+}
+
+impl MultiLock {
+    pub(crate) fn new(client: Client, mut names: Vec<String>) -> MultiLock {
+        names.sort();
+        names.dedup();
+        MultiLock {
+            client,
+            names,
+            opts: LockOptions::default(),
+        }
+    }
+
+    /// Key TTL of every lock in the set.
+    pub fn timeout(mut self, ttl: Duration) -> Self {
+        self.opts.timeout = Some(ttl).filter(|t| !t.is_zero());
+        self
+    }
+
+    /// Longest [`acquire`](MultiLock::acquire) waits.
+    pub fn blocking_timeout(mut self, wait: Duration) -> Self {
+        self.opts.blocking_timeout = Some(wait);
+        self
+    }
+
+    /// Whether to wait when any lock of the set is busy.
+    pub fn blocking(mut self, blocking: bool) -> Self {
+        self.opts.blocking = blocking;
+        self
+    }
+
+    /// Record what the set is for.
+    pub fn purpose(mut self, purpose: impl Into<String>) -> Self {
+        self.opts.purpose = Some(purpose.into());
+        self
+    }
+
+    /// Polling interval while a non-celeriac holder has a lock of the set.
+    pub fn sleep(mut self, interval: Duration) -> Self {
+        self.opts.sleep = interval;
+        self
+    }
+
+    /// The names, sorted and de-duplicated.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// Take every lock of the set, or none; waits as the options say.
+    pub async fn acquire(&self) -> Result<MultiGuard, LockError> {
+        let token = uuid::Uuid::new_v4().simple().to_string().into_bytes();
+        let started = Instant::now();
+        let deadline = self
+            .opts
+            .blocking_timeout
+            .filter(|_| self.opts.blocking)
+            .map(|t| started + t);
+        let mut waiter = Waiter::new(&self.client, &self.names);
+        loop {
+            match self.attempt(&token).await? {
+                Ok(fences) => return Ok(self.guards(&token, fences)),
+                Err((index, busy)) => {
+                    let now = Instant::now();
+                    if !self.opts.blocking || deadline.is_some_and(|d| now >= d) {
+                        let name = self.names[index].clone();
+                        let holder = read_holder(&self.client, &name).await?;
+                        return Err(LockError::NotAcquired {
+                            name,
+                            holder,
+                            waited: started.elapsed(),
+                        });
+                    }
+                    if !waiter.subscribed() {
+                        waiter.subscribe().await;
+                        continue;
+                    }
+                    let mut wait = wait_interval(&busy, self.opts.sleep, false);
+                    if let Some(d) = deadline {
+                        wait = wait.min(d - now);
+                    }
+                    waiter.wait(wait).await;
+                }
+            }
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    async fn attempt(&self, token: &[u8]) -> Result<Result<Vec<u64>, (usize, Busy)>, LockError> {
+        let label = self.names.join(",");
+        let mut conn = self.client.conn().await?;
+        let ttl_ms = self
+            .opts
+            .timeout
+            .map(|t| (t.as_millis() as u64).max(1))
+            .unwrap_or(0);
+        let mut inv = scripts::ACQUIRE_MANY.key(keys::FENCE_KEY);
+        for n in &self.names {
+            inv.key(keys::lock_key(n)).key(keys::holder_key(n));
+        }
+        inv.arg(token).arg(ttl_ms).arg(holder_fields(
+            self.opts.purpose.as_deref(),
+            self.opts.task_id.as_deref(),
+        ));
+        let reply: Value = inv
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| LockError::redis(&label, e))?;
+        let parsed = (|| {
+            let Value::Array(items) = &reply else {
+                return None;
+            };
+            if int(items.first()?)? == 1 {
+                let fences = items[1..]
+                    .iter()
+                    .map(|v| int(v).map(|f| f as u64))
+                    .collect::<Option<Vec<_>>>()?;
+                return Some(Ok(fences));
+            }
+            let index = (int(items.get(1)?)? as usize).checked_sub(1)?;
+            let pttl = int(items.get(2)?)?;
+            let cur = bytes(items.get(3)?);
+            let holder_token = bytes(items.get(4)?);
+            Some(Err((
+                index.min(self.names.len() - 1),
+                Busy {
+                    pttl,
+                    celeriac: cur.is_some() && cur == holder_token,
+                },
+            )))
+        })();
+        parsed.ok_or_else(|| bad_reply(&label, &reply))
+    }
+
+    fn guards(&self, token: &[u8], fences: Vec<u64>) -> MultiGuard {
+        MultiGuard {
+            guards: self
+                .names
+                .iter()
+                .zip(fences)
+                .map(|(n, f)| {
+                    LockGuard::new(
+                        self.client.clone(),
+                        n.clone(),
+                        token.to_vec(),
+                        f,
+                        self.opts.timeout,
+                        self.opts.watchdog,
+                    )
+                })
+                .collect(),
+        }
+    }
+}
+
+impl MultiGuard {
+    /// The guard of each lock, in sorted name order.
+    pub fn guards(&self) -> &[LockGuard] {
+        &self.guards
+    }
+
+    /// Release every lock; returns the first error after trying them all.
+    pub async fn release(self) -> Result<(), LockError> {
+        let mut first = Ok(());
+        for g in self.guards {
+            let r = g.release().await;
+            if first.is_ok() {
+                first = r;
+            }
+        }
+        first
+    }
+}
