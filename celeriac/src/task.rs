@@ -190,3 +190,18 @@ impl Registry {
         }
     }
 }
+
+static SOFT_LIMIT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether the running task's soft time limit has passed. A long task may check this and
+/// return early (Celery raises `SoftTimeLimitExceeded` inside the task instead); a task that
+/// does not return within a short grace ends as FAILURE `SoftTimeLimitExceeded`.
+pub fn soft_time_limit_exceeded() -> bool {
+    SOFT_LIMIT.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// Set by the process running the task when the soft limit passes.
+#[doc(hidden)]
+pub fn set_soft_time_limit_exceeded(on: bool) {
+    SOFT_LIMIT.store(on, std::sync::atomic::Ordering::SeqCst);
+}

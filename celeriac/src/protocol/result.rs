@@ -110,7 +110,7 @@ impl ExceptionInfo {
 
     /// `celery.exceptions.NotRegistered(name)`.
     pub fn not_registered(name: &str) -> Self {
-        Self::new("celery.exceptions", "NotRegistered", format!("'{name}'"))
+        Self::new("celery.exceptions", "NotRegistered", name)
     }
 
     /// `celery.exceptions.TaskRevokedError(reason)` (`revoked`, `expired`, `terminated`, `purged`).

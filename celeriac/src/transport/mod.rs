@@ -156,12 +156,18 @@ impl Broker {
 
     /// Claim up to `max` messages from `queues` (in the given order; rotate it between calls
     /// for kombu's round robin), recording each in `unacked` atomically. See [`scripts::CLAIM`].
+    ///
+    /// The `unacked_index` score written is the end of the holder's lease (now + `lease`),
+    /// not kombu's delivery time: a Python sweeper restores entries older than
+    /// `now - visibility_timeout`, so a lease in the future keeps it off our live messages
+    /// whatever its timeout, while our own sweeper restores a lapsed lease at once.
     pub async fn claim(
         &self,
         queues: &[String],
         max: usize,
         node: &str,
         max_size: usize,
+        lease: Duration,
     ) -> Result<Vec<Delivery>> {
         let consume = keys::consume_keys(queues);
         let mut inv = scripts::CLAIM.prepare_invoke();
@@ -172,7 +178,7 @@ impl Broker {
         for k in &consume {
             inv.key(k);
         }
-        inv.arg(time::unix_now().to_string())
+        inv.arg((time::unix_now() + lease.as_secs_f64()).to_string())
             .arg(max)
             .arg(queues.len())
             .arg(node)
@@ -242,14 +248,14 @@ impl Broker {
         .await
     }
 
-    /// Refresh the `unacked_index` score of messages this worker holds (its lease), so no
-    /// visibility-timeout sweeper, Python's or ours, restores a live task. `XX`: entries
-    /// already acked are not recreated.
-    pub async fn refresh_leases(&self, tags: &[String]) -> Result<()> {
+    /// Refresh the `unacked_index` score of messages this worker holds to the end of a new
+    /// lease (now + `lease`), so no visibility-timeout sweeper, Python's or ours, restores a
+    /// live task. `XX`: entries already acked are not recreated.
+    pub async fn refresh_leases(&self, tags: &[String], lease: Duration) -> Result<()> {
         if tags.is_empty() {
             return Ok(());
         }
-        let now = time::unix_now();
+        let now = time::unix_now() + lease.as_secs_f64();
         let mut cmd = redis::cmd("ZADD");
         cmd.arg(keys::UNACKED_INDEX).arg("XX");
         for t in tags {
@@ -297,13 +303,14 @@ impl Broker {
         &self,
         conn: &mut ConnectionManager,
         vt: Duration,
-        lease: Duration,
+        _lease: Duration,
     ) -> Result<usize> {
         let now = time::unix_now();
-        let horizon = now - vt.as_secs_f64().min(lease.as_secs_f64());
+        // celeriac holders write the end of their lease as the score: anything at or below
+        // `now` is a candidate; entries without a celeriac holder keep kombu's rule.
         let stale: Vec<(String, f64)> = redis::cmd("ZRANGE")
             .arg(keys::UNACKED_INDEX)
-            .arg(horizon)
+            .arg(now)
             .arg(0)
             .arg("BYSCORE")
             .arg("REV")
@@ -313,8 +320,12 @@ impl Broker {
         let mut restored = 0;
         for (tag, score) in stale {
             let holder: Option<String> = conn.hget(keys::HOLDERS, &tag).await?;
-            let limit = if holder.is_some() { lease } else { vt };
-            if score > now - limit.as_secs_f64() {
+            let horizon = if holder.is_some() {
+                now
+            } else {
+                now - vt.as_secs_f64()
+            };
+            if score > horizon {
                 continue;
             }
             let Some(value): Option<Vec<u8>> = conn.hget(keys::UNACKED, &tag).await? else {

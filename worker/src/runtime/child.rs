@@ -1,0 +1,216 @@
+//! One task per child process: the child side (`celeriac __child`) and the wire between
+//! parent and child.
+//!
+//! The worker never forks its threaded self: it spawns its own binary with the hidden
+//! `__child` subcommand, writes one JSON request line per task on the child's stdin and
+//! reads one JSON outcome line back. The child keeps the original stdout for this protocol
+//! and points fd 1 at stderr, so whatever a task prints cannot corrupt an outcome. It asks
+//! the kernel for SIGKILL when the worker dies (`PR_SET_PDEATHSIG`), and it runs in its own
+//! process group, so the worker can kill a task's whole tree at once.
+
+use celeriac::protocol::ExceptionInfo;
+use celeriac::task::{Registry, TaskCall, TaskError};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::io::{BufRead, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Environment variable carrying the parent's pid (the child exits if it was re-parented
+/// before it could arm its parent-death signal).
+pub const PARENT_PID_ENV: &str = "CELERIAC_PARENT_PID";
+
+/// A task handed to a child.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChildRequest {
+    /// Task name.
+    pub task: String,
+    /// Task id.
+    pub id: String,
+    /// Positional args.
+    pub args: Vec<Value>,
+    /// Keyword args.
+    pub kwargs: Map<String, Value>,
+    /// Retries so far.
+    pub retries: i64,
+    /// Worker node name.
+    pub hostname: String,
+    /// Soft time limit, seconds.
+    pub soft_time_limit: Option<f64>,
+}
+
+/// What a child reports back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChildOutcome {
+    /// The value.
+    Ok(Value),
+    /// An exception.
+    Err {
+        /// The exception.
+        exc: ExceptionInfo,
+        /// Its traceback text.
+        traceback: Option<String>,
+    },
+    /// A retry request.
+    Retry {
+        /// Countdown in seconds.
+        countdown: f64,
+        /// Max retries.
+        max_retries: Option<i64>,
+        /// Cause.
+        exc: ExceptionInfo,
+    },
+}
+
+impl ChildOutcome {
+    /// From a task body's result.
+    pub fn from_result(r: Result<Value, TaskError>) -> Self {
+        match r {
+            Ok(v) => ChildOutcome::Ok(v),
+            Err(TaskError::Exception { exc, traceback }) => ChildOutcome::Err { exc, traceback },
+            Err(TaskError::Retry {
+                countdown,
+                max_retries,
+                exc,
+            }) => ChildOutcome::Retry {
+                countdown: countdown.as_secs_f64(),
+                max_retries,
+                exc,
+            },
+        }
+    }
+}
+
+/// Run a request in this process (used by the child and by the in-process pool).
+pub fn execute(registry: &Registry, req: &ChildRequest) -> ChildOutcome {
+    let call = TaskCall {
+        args: req.args.clone(),
+        kwargs: req.kwargs.clone(),
+        id: req.id.clone(),
+        retries: req.retries,
+        hostname: req.hostname.clone(),
+    };
+    ChildOutcome::from_result(registry.run(&req.task, &call))
+}
+
+/// How long a task gets, after being told its soft limit passed, to return by itself.
+const SOFT_LIMIT_GRACE: Duration = Duration::from_secs(1);
+
+/// Entry point of `celeriac __child`. Returns the process exit code.
+pub fn child_main(registry: Registry, max_tasks: u64) -> i32 {
+    arm_parent_death_signal();
+    // Keep the real stdout for outcomes; send fd 1 (task prints) to stderr.
+    // SAFETY: plain fd syscalls on fds this process owns.
+    let proto_fd = unsafe { libc::dup(1) };
+    if proto_fd < 0 || unsafe { libc::dup2(2, 1) } < 0 {
+        eprintln!("celeriac child: cannot set up its output pipe");
+        return 70;
+    }
+    // SAFETY: proto_fd was just returned by dup and is owned by nobody else.
+    let proto: std::fs::File = unsafe { std::os::fd::FromRawFd::from_raw_fd(proto_fd) };
+    let proto = Arc::new(Mutex::new(proto));
+    // Generation of the task in progress, so a late soft-limit timer does not fire on the next one.
+    let generation = Arc::new(AtomicU64::new(0));
+    let stdin = std::io::stdin();
+    let mut served = 0u64;
+    for line in stdin.lock().lines() {
+        let Ok(line) = line else { break };
+        if line.trim().is_empty() {
+            continue;
+        }
+        let req: ChildRequest = match serde_json::from_str(&line) {
+            Ok(r) => r,
+            Err(e) => {
+                write_outcome(
+                    &proto,
+                    &ChildOutcome::Err {
+                        exc: ExceptionInfo::value_error(format!("bad child request: {e}")),
+                        traceback: None,
+                    },
+                );
+                continue;
+            }
+        };
+        let my_gen = generation.fetch_add(1, Ordering::SeqCst) + 1;
+        celeriac::task::set_soft_time_limit_exceeded(false);
+        if let Some(soft) = req.soft_time_limit.filter(|s| *s > 0.0) {
+            let proto = proto.clone();
+            let generation = generation.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_secs_f64(soft));
+                if generation.load(Ordering::SeqCst) != my_gen {
+                    return;
+                }
+                // Tell the task first (it may check the flag and return), then give up on it.
+                celeriac::task::set_soft_time_limit_exceeded(true);
+                std::thread::sleep(SOFT_LIMIT_GRACE);
+                if generation.load(Ordering::SeqCst) == my_gen {
+                    let exc = ExceptionInfo {
+                        exc_type: "SoftTimeLimitExceeded".into(),
+                        exc_message: vec![],
+                        exc_module: "billiard.exceptions".into(),
+                    };
+                    let traceback = Some(format!(
+                        "Traceback (most recent call last):\nbilliard.exceptions.SoftTimeLimitExceeded: SoftTimeLimitExceeded({soft})\n"
+                    ));
+                    write_outcome(&proto, &ChildOutcome::Err { exc, traceback });
+                    // SAFETY: terminate now; the parent reaps us and kills our process group.
+                    unsafe { libc::_exit(0) };
+                }
+            });
+        }
+        let outcome = execute(&registry, &req);
+        // Claim the generation so a soft-limit timer that fires now does nothing.
+        if generation
+            .compare_exchange(
+                my_gen,
+                my_gen + 1_000_000_000,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            )
+            .is_err()
+        {
+            // The timer already reported; it is exiting the process.
+            std::thread::sleep(Duration::from_secs(5));
+        }
+        write_outcome(&proto, &outcome);
+        served += 1;
+        if max_tasks > 0 && served >= max_tasks {
+            break;
+        }
+    }
+    0
+}
+
+fn write_outcome(proto: &Mutex<std::fs::File>, outcome: &ChildOutcome) {
+    let mut line = serde_json::to_vec(outcome).unwrap_or_else(|_| b"{\"err\":null}".to_vec());
+    line.push(b'\n');
+    let mut f = proto.lock().unwrap_or_else(|e| e.into_inner());
+    let _ = f.write_all(&line);
+    let _ = f.flush();
+}
+
+/// Ask for SIGKILL when the parent dies, and exit if it already did.
+fn arm_parent_death_signal() {
+    // SAFETY: prctl with PR_SET_PDEATHSIG takes a plain integer argument.
+    unsafe {
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        );
+    }
+    if let Some(expected) = std::env::var(PARENT_PID_ENV)
+        .ok()
+        .and_then(|p| p.parse::<i32>().ok())
+    {
+        // SAFETY: getppid has no preconditions.
+        if unsafe { libc::getppid() } != expected {
+            std::process::exit(0);
+        }
+    }
+}

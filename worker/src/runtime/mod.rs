@@ -1,0 +1,919 @@
+//! The worker runtime: consume → run → store → ack, with Celery's semantics.
+//!
+//! - [`WorkerConfig`] is the validated configuration the CLI builds.
+//! - The consumer loop claims messages (atomically recorded in `unacked`) only while the
+//!   worker holds fewer unacked messages than its prefetch, so a busy single-slot worker
+//!   takes nothing it cannot run and a second host picks the next task up at once.
+//! - Each message is decoded; anything undecodable goes to the dead-letter list with the
+//!   reason and the worker goes on. Unknown tasks get FAILURE `NotRegistered`, revoked and
+//!   expired ones REVOKED, ETA ones are held (not counted against prefetch, as in Celery).
+//! - Runnable requests wait in one FIFO for a free slot (`-O fair`: never a busy slot) and run
+//!   in the [`pool::Executor`]; outcomes become result metas, events, callbacks, retries,
+//!   acks or requeues.
+//! - Background: heartbeats, lease refresh of held messages, the stale-unacked sweeper, the
+//!   pidbox server. Shutdown is [`shutdown::Shutdown`].
+
+pub mod child;
+pub mod events;
+pub mod pidbox;
+pub mod pool;
+pub mod shutdown;
+pub mod state;
+
+use celeriac::backend::Backend;
+use celeriac::protocol::result::ExtendedFields;
+use celeriac::protocol::{
+    Envelope, ExceptionInfo, ResultMeta, State as TaskState, TaskMessage, time,
+};
+use celeriac::task::Registry;
+use celeriac::transport::{Broker, Delivery, keys, wait::IdleWaiter};
+use child::{ChildOutcome, ChildRequest};
+use events::Events;
+use pool::{ExecOutcome, Executor};
+use serde_json::{Map, Value, json};
+use shutdown::{Phase, Shutdown};
+use state::{Held, Phase as HeldPhase, State};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::{Semaphore, mpsc};
+
+/// How tasks are executed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PoolMode {
+    /// In the worker process.
+    InProcess,
+    /// In child processes, each replaced after `max_tasks_per_child` tasks (0 = never).
+    Children {
+        /// Tasks per child.
+        max_tasks_per_child: u64,
+    },
+}
+
+/// Everything a worker needs to know, validated.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Broker URL.
+    pub broker_url: String,
+    /// Result backend URL.
+    pub backend_url: String,
+    /// Node name (`celery@host`).
+    pub node: String,
+    /// Queues consumed.
+    pub queues: Vec<String>,
+    /// Task slots.
+    pub concurrency: usize,
+    /// Pool.
+    pub pool: PoolMode,
+    /// Maximum unacked messages held (0 = unlimited).
+    pub prefetch: usize,
+    /// Ack after the task instead of before.
+    pub acks_late: bool,
+    /// With late ack: requeue when the child died.
+    pub reject_on_worker_lost: bool,
+    /// With late ack: ack failed/timed-out tasks (Celery default true).
+    pub acks_on_failure_or_timeout: bool,
+    /// Send task events.
+    pub task_events: bool,
+    /// Default hard time limit.
+    pub time_limit: Option<Duration>,
+    /// Default soft time limit.
+    pub soft_time_limit: Option<Duration>,
+    /// kombu's visibility timeout (for messages of non-celeriac holders).
+    pub visibility_timeout: Duration,
+    /// Lease of celeriac-held messages.
+    pub lease: Duration,
+    /// Result expiry (zero = none).
+    pub result_expires: Duration,
+    /// `result_extended`.
+    pub result_extended: bool,
+    /// `task_track_started`.
+    pub track_started: bool,
+    /// Largest message accepted.
+    pub max_message_size: usize,
+    /// Heartbeat interval (None = no heartbeats).
+    pub heartbeat: Option<Duration>,
+    /// Skip a redelivered task whose id already has a SUCCESS.
+    pub skip_succeeded: bool,
+    /// Command-task config file.
+    pub command_tasks: Option<PathBuf>,
+    /// Executable spawned for children (this binary).
+    pub exe: PathBuf,
+}
+
+impl WorkerConfig {
+    /// Defaults for `broker_url`, like `celery worker` with no options.
+    pub fn new(broker_url: &str) -> Self {
+        WorkerConfig {
+            broker_url: broker_url.into(),
+            backend_url: broker_url.into(),
+            node: format!("celery@{}", celeriac::client::hostname()),
+            queues: vec![keys::DEFAULT_QUEUE.into()],
+            concurrency: 1,
+            pool: PoolMode::InProcess,
+            prefetch: 4,
+            acks_late: false,
+            reject_on_worker_lost: false,
+            acks_on_failure_or_timeout: true,
+            task_events: false,
+            time_limit: None,
+            soft_time_limit: None,
+            visibility_timeout: Duration::from_secs(3600),
+            lease: Duration::from_secs(30),
+            result_expires: celeriac::backend::DEFAULT_RESULT_EXPIRES,
+            result_extended: false,
+            track_started: false,
+            max_message_size: 64 * 1024 * 1024,
+            heartbeat: Some(Duration::from_secs(2)),
+            skip_succeeded: true,
+            command_tasks: None,
+            exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("celeriac")),
+        }
+    }
+}
+
+/// Errors that stop a worker from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// Broker.
+    #[error("broker: {0}")]
+    Transport(#[from] celeriac::transport::TransportError),
+    /// Backend.
+    #[error("result backend: {0}")]
+    Backend(#[from] celeriac::backend::BackendError),
+    /// Spawning or I/O.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// How the worker ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Warm shutdown completed.
+    Warm,
+    /// Cold shutdown.
+    Cold,
+}
+
+/// The running worker (shared by its tasks).
+#[derive(Debug)]
+pub struct Inner {
+    /// Config.
+    pub cfg: WorkerConfig,
+    /// Broker.
+    pub broker: Broker,
+    /// Backend.
+    pub backend: Backend,
+    /// Tasks served.
+    pub registry: Arc<Registry>,
+    /// Shared state.
+    pub state: Arc<State>,
+    /// Events.
+    pub events: Events,
+    /// Executor.
+    pub executor: Executor,
+    /// Shutdown.
+    pub shutdown: Shutdown,
+    /// Runnable task ids, in order.
+    ready_tx: mpsc::UnboundedSender<String>,
+    /// Slots.
+    slots: Arc<Semaphore>,
+    /// Job counter (billiard's "Job: N").
+    jobs: AtomicU64,
+    /// Queues currently consumed (add_consumer/cancel_consumer change it).
+    pub queues: std::sync::Mutex<Vec<String>>,
+    /// Signalled when the queue set changes.
+    pub queues_changed: tokio::sync::Notify,
+}
+
+/// Run a worker until it is shut down.
+pub async fn run(
+    cfg: WorkerConfig,
+    registry: Registry,
+    shutdown: Shutdown,
+) -> Result<Exit, WorkerError> {
+    let broker = Broker::connect(&cfg.broker_url).await?;
+    let backend = Backend::connect(&cfg.backend_url)
+        .await?
+        .with_expires(cfg.result_expires);
+    let registry = Arc::new(registry);
+    let state = Arc::new(State::new(cfg.node.clone()));
+    let (events, events_handle) = Events::start(broker.clone(), state.clone(), cfg.task_events);
+    let executor = match cfg.pool {
+        PoolMode::InProcess => Executor::InProcess(registry.clone()),
+        PoolMode::Children {
+            max_tasks_per_child,
+        } => {
+            let pool = pool::ChildPool::new(
+                cfg.exe.clone(),
+                max_tasks_per_child,
+                cfg.command_tasks.clone(),
+                cfg.concurrency,
+            );
+            pool.warm_up().await?;
+            Executor::Children(pool)
+        }
+    };
+    let (ready_tx, ready_rx) = mpsc::unbounded_channel();
+    let inner = Arc::new(Inner {
+        slots: Arc::new(Semaphore::new(cfg.concurrency.max(1))),
+        queues: std::sync::Mutex::new(cfg.queues.clone()),
+        queues_changed: tokio::sync::Notify::new(),
+        cfg,
+        broker,
+        backend,
+        registry,
+        state,
+        events,
+        executor,
+        shutdown,
+        ready_tx,
+        jobs: AtomicU64::new(0),
+    });
+
+    // Start-up, in Celery's order: restore stale unacked, declare queues, online, pidbox.
+    match inner
+        .broker
+        .restore_visible(inner.cfg.visibility_timeout, inner.cfg.lease)
+        .await
+    {
+        Ok(Some(n)) if n > 0 => tracing::warn!(
+            restored = n,
+            "restored unacknowledged messages of dead consumers"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "restore of stale unacked messages failed"),
+    }
+    for q in inner.cfg.queues.clone() {
+        inner.broker.declare_queue(&q).await?;
+    }
+    let pidbox = pidbox::start(inner.clone()).await?;
+    let freq = inner.cfg.heartbeat.map_or(2.0, |d| d.as_secs_f64());
+    inner
+        .events
+        .send("worker-online", inner.events.worker_fields(freq));
+    tracing::info!(node = %inner.cfg.node, queues = ?inner.cfg.queues, concurrency = inner.cfg.concurrency, "celeriac worker ready");
+    // Ready line on stderr for tools and tests waiting for start-up.
+    eprintln!("celeriac worker {} ready.", inner.cfg.node);
+
+    let background = vec![
+        tokio::spawn(heartbeat_loop(inner.clone())),
+        tokio::spawn(lease_loop(inner.clone())),
+    ];
+    let dispatcher = tokio::spawn(dispatch_loop(inner.clone(), ready_rx));
+
+    consume_loop(inner.clone()).await;
+
+    // Stopping: no new task starts; warm waits for running ones, cold kills them.
+    let exit = stop(&inner).await;
+    dispatcher.abort();
+    for b in background {
+        b.abort();
+    }
+    inner
+        .events
+        .send("worker-offline", inner.events.worker_fields(freq));
+    pidbox.stop().await;
+    // Let the event publisher flush the offline event.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !events_handle.is_finished() && Instant::now() < deadline {
+        if Arc::strong_count(&inner) <= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    tracing::info!(?exit, "worker stopped");
+    Ok(exit)
+}
+
+async fn stop(inner: &Arc<Inner>) -> Exit {
+    // Wait for running tasks (warm), or kill them (cold, now or when escalated).
+    loop {
+        if inner.shutdown.phase() >= Phase::Cold {
+            inner.executor.kill_all();
+        }
+        if inner.state.active_count() == 0 {
+            break;
+        }
+        tokio::select! {
+            _ = inner.state.released.notified() => {}
+            _ = inner.shutdown.reached(Phase::Cold) => {}
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    }
+    // Give back everything held but not started (reserved, scheduled): RPUSH, redelivered.
+    let held: Vec<Held> = {
+        let mut map = inner.state.held.lock().expect("held");
+        map.drain().map(|(_, h)| h).collect()
+    };
+    let mut requeued = 0;
+    for h in held {
+        if h.unacked {
+            match inner.broker.requeue(&h.delivery, false).await {
+                Ok(_) => requeued += 1,
+                Err(e) => {
+                    tracing::error!(task_id = %h.msg.headers.id, error = %e, "could not requeue; it stays in unacked for the sweeper")
+                }
+            }
+        }
+    }
+    if requeued > 0 {
+        tracing::warn!(
+            count = requeued,
+            "Restoring {requeued} unacknowledged message(s)"
+        );
+    }
+    if inner.shutdown.phase() >= Phase::Cold {
+        Exit::Cold
+    } else {
+        Exit::Warm
+    }
+}
+
+async fn consume_loop(inner: Arc<Inner>) {
+    let waiter_keys = |qs: &[String]| keys::consume_keys(qs);
+    let mut queues = inner.queues.lock().expect("queues").clone();
+    let mut waiter = IdleWaiter::start(inner.broker.client().clone(), waiter_keys(&queues));
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        if inner.shutdown.phase() != Phase::Running {
+            return;
+        }
+        {
+            let current = inner.queues.lock().expect("queues").clone();
+            if current != queues {
+                queues = current;
+                waiter = IdleWaiter::start(inner.broker.client().clone(), waiter_keys(&queues));
+            }
+        }
+        let released = inner.state.released.notified();
+        tokio::pin!(released);
+        released.as_mut().enable();
+        let held = inner.state.unacked_against_prefetch();
+        let limit = match inner.cfg.prefetch {
+            0 => 256,
+            p => p.saturating_sub(held).min(256),
+        };
+        if limit == 0 || queues.is_empty() {
+            // Full: take nothing we cannot run (no claim while the only slot is busy).
+            tokio::select! {
+                _ = released => {}
+                _ = inner.queues_changed.notified() => {}
+                _ = inner.shutdown.reached(Phase::Warm) => {}
+            }
+            continue;
+        }
+        match inner
+            .broker
+            .claim(
+                &queues,
+                limit,
+                &inner.cfg.node,
+                inner.cfg.max_message_size,
+                inner.cfg.lease,
+            )
+            .await
+        {
+            Ok(ds) if !ds.is_empty() => {
+                backoff = Duration::from_millis(50);
+                // kombu's round robin: the queue that delivered goes to the end.
+                if queues.len() > 1 {
+                    if let Some(pos) = queues.iter().position(|q| q == ds[0].queue()) {
+                        let q = queues.remove(pos);
+                        queues.push(q);
+                    }
+                }
+                for d in ds {
+                    on_delivery(&inner, d).await;
+                }
+            }
+            Ok(_) => {
+                waiter.rearm();
+                tokio::select! {
+                    _ = waiter.notified() => {}
+                    _ = inner.queues_changed.notified() => {}
+                    _ = inner.shutdown.reached(Phase::Warm) => {}
+                    // A safety net only; wake-ups come from the waiter.
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "claim failed; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = inner.shutdown.reached(Phase::Warm) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
+/// Put an undecodable or unrunnable message on the dead-letter list (acking it atomically).
+async fn dead_letter(inner: &Inner, d: &Delivery, reason: &str) {
+    tracing::error!(tag = %d.tag, queue = %d.queue(), %reason, "message moved to the dead-letter list");
+    if let Err(e) = inner.broker.ack_dead(d, reason).await {
+        tracing::error!(error = %e, "could not dead-letter the message; it stays in unacked");
+    }
+}
+
+async fn on_delivery(inner: &Arc<Inner>, d: Delivery) {
+    let env = match Envelope::decode(&d.raw) {
+        Ok(e) => e,
+        Err(e) => return dead_letter(inner, &d, &e.to_string()).await,
+    };
+    let msg = match TaskMessage::from_envelope(&env) {
+        Ok(m) => m,
+        Err(e) => return dead_letter(inner, &d, &e.to_string()).await,
+    };
+    let id = msg.headers.id.clone();
+    tracing::info!(task_id = %id, task = %msg.headers.task, "Task {}[{}] received", msg.headers.task, id);
+    inner
+        .events
+        .task("task-received", state::received_fields(&msg));
+    if inner.registry.get(&msg.headers.task).is_none() {
+        tracing::error!(task = %msg.headers.task, "Received unregistered task of type {:?}", msg.headers.task);
+        let exc = ExceptionInfo::not_registered(&msg.headers.task);
+        let tb = exc.traceback(&msg.headers.task);
+        let meta = meta_for(
+            inner,
+            &msg,
+            ResultMeta::exception(&id, TaskState::Failure, &exc, Some(tb.clone())),
+        );
+        store(inner, &meta).await;
+        inner.events.task(
+            "task-failed",
+            fields(&[
+                ("uuid", json!(id)),
+                ("exception", json!(exc.repr())),
+                ("traceback", json!(tb)),
+            ]),
+        );
+        ack(inner, &d).await;
+        return;
+    }
+    if let Some(reason) = revoked_reason(inner, &msg) {
+        revoke_message(inner, &msg, &d, reason).await;
+        return;
+    }
+    let eta = msg.headers.eta_time().ok().flatten();
+    let scheduled = eta.filter(|t| *t > chrono::Utc::now());
+    let phase = match &scheduled {
+        Some(_) => HeldPhase::Scheduled {
+            eta: msg.headers.eta.clone().unwrap_or_default(),
+        },
+        None => HeldPhase::Reserved,
+    };
+    inner.state.hold(Held {
+        msg,
+        delivery: d,
+        phase,
+        unacked: true,
+        terminate: None,
+    });
+    match scheduled {
+        None => {
+            let _ = inner.ready_tx.send(id);
+        }
+        Some(at) => {
+            let inner = inner.clone();
+            tokio::spawn(async move {
+                let wait = (at - chrono::Utc::now()).to_std().unwrap_or_default();
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {
+                        inner.state.set_phase(&id, HeldPhase::Reserved);
+                        let _ = inner.ready_tx.send(id);
+                    }
+                    // Warm shutdown gives scheduled messages back (see `stop`).
+                    _ = inner.shutdown.reached(Phase::Warm) => {}
+                }
+            });
+        }
+    }
+}
+
+/// `revoked` (in the revoked set) or `expired` (past its `expires`), if either applies.
+fn revoked_reason(inner: &Inner, msg: &TaskMessage) -> Option<&'static str> {
+    if inner
+        .state
+        .revoked
+        .lock()
+        .expect("revoked")
+        .contains(&msg.headers.id)
+    {
+        return Some("revoked");
+    }
+    if let Ok(Some(exp)) = msg.headers.expires_time()
+        && exp <= chrono::Utc::now()
+    {
+        return Some("expired");
+    }
+    None
+}
+
+/// Discard a revoked/expired message: REVOKED stored, `task-revoked`, ack
+/// (`Request._announce_revoked`).
+async fn revoke_message(inner: &Inner, msg: &TaskMessage, d: &Delivery, reason: &str) {
+    let id = &msg.headers.id;
+    tracing::info!(task_id = %id, %reason, "Discarding revoked task: {}[{}]", msg.headers.task, id);
+    let exc = ExceptionInfo::revoked(reason);
+    let meta = meta_for(
+        inner,
+        msg,
+        ResultMeta::exception(id, TaskState::Revoked, &exc, None),
+    );
+    store(inner, &meta).await;
+    inner.events.task(
+        "task-revoked",
+        fields(&[
+            ("uuid", json!(id)),
+            ("terminated", json!(false)),
+            ("signum", Value::Null),
+            ("expired", json!(reason == "expired")),
+        ]),
+    );
+    ack(inner, d).await;
+}
+
+async fn dispatch_loop(inner: Arc<Inner>, mut ready: mpsc::UnboundedReceiver<String>) {
+    while let Some(id) = ready.recv().await {
+        let permit = tokio::select! {
+            p = inner.slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            _ = inner.shutdown.reached(Phase::Warm) => return,
+        };
+        if inner.shutdown.phase() != Phase::Running {
+            return;
+        }
+        let inner = inner.clone();
+        tokio::spawn(async move {
+            run_request(&inner, &id).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn ack(inner: &Inner, d: &Delivery) {
+    if let Err(e) = inner.broker.ack(&d.tag).await {
+        tracing::error!(tag = %d.tag, error = %e, "ack failed; the message stays in unacked");
+    }
+}
+
+async fn store(inner: &Inner, meta: &ResultMeta) {
+    // A lost connection must not lose a result: retry until Redis is back (bounded).
+    let mut delay = Duration::from_millis(100);
+    for attempt in 0..60 {
+        match inner.backend.store(meta).await {
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(task_id = %meta.task_id, attempt, error = %e, "storing the result failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+    tracing::error!(task_id = %meta.task_id, "giving up storing the result");
+}
+
+fn fields(pairs: &[(&str, Value)]) -> Map<String, Value> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect()
+}
+
+/// Add group/parent/extended fields to a meta, as `_get_result_meta` does.
+fn meta_for(inner: &Inner, msg: &TaskMessage, mut meta: ResultMeta) -> ResultMeta {
+    meta.group_id = msg.headers.group.clone();
+    meta.parent_id = msg.headers.parent_id.clone();
+    if inner.cfg.result_extended {
+        meta.extended = Some(ExtendedFields {
+            name: msg.headers.task.clone(),
+            args: msg.args.clone(),
+            kwargs: msg.kwargs.clone(),
+            worker: inner.cfg.node.clone(),
+            retries: msg.headers.retries,
+            queue: msg.queue().to_string(),
+        });
+    }
+    meta
+}
+
+/// What to do with the message once the outcome is stored.
+enum AckAction {
+    Ack,
+    Requeue,
+    Nothing,
+}
+
+async fn run_request(inner: &Arc<Inner>, id: &str) {
+    let (msg, delivery) = {
+        let held = inner.state.held.lock().expect("held");
+        match held.get(id) {
+            Some(h) => (h.msg.clone(), h.delivery.clone()),
+            None => return,
+        }
+    };
+    if let Some(reason) = revoked_reason(inner, &msg) {
+        revoke_message(inner, &msg, &delivery, reason).await;
+        inner.state.release(id);
+        return;
+    }
+    // Idempotency guard: a redelivered message whose task already succeeded is acked, not re-run.
+    let redelivered = msg
+        .headers
+        .extra
+        .get("redelivered")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    if inner.cfg.skip_succeeded && redelivered {
+        if let Ok(TaskState::Success) = inner.backend.state(id).await {
+            tracing::warn!(task_id = %id, "redelivered task already succeeded; acking without running it again");
+            ack(inner, &delivery).await;
+            inner.state.release(id);
+            return;
+        }
+    }
+    let (term_tx, term_rx) = mpsc::unbounded_channel();
+    {
+        let mut held = inner.state.held.lock().expect("held");
+        if let Some(h) = held.get_mut(id) {
+            h.terminate = Some(term_tx);
+        }
+    }
+    let early_ack = !inner.cfg.acks_late;
+    inner.state.set_phase(
+        id,
+        HeldPhase::Active {
+            time_start: time::unix_now(),
+            worker_pid: None,
+            acknowledged: early_ack,
+        },
+    );
+    if early_ack {
+        // Celery acks when the pool accepts the job; the ack's round trip overlaps the run.
+        inner.state.mark_acked(id);
+        let inner2 = inner.clone();
+        let d2 = delivery.clone();
+        tokio::spawn(async move { ack(&inner2, &d2).await });
+    }
+    inner
+        .events
+        .task("task-started", fields(&[("uuid", json!(id))]));
+    if inner.cfg.track_started {
+        let mut m = ResultMeta::new(
+            id,
+            TaskState::Started,
+            json!({"pid": std::process::id(), "hostname": inner.cfg.node}),
+        );
+        m.children = Value::Null;
+        store(inner, &meta_for(inner, &msg, m)).await;
+    }
+    let [hard, soft] = msg.headers.timelimit;
+    let hard = hard
+        .filter(|s| *s > 0.0)
+        .map(Duration::from_secs_f64)
+        .or(inner.cfg.time_limit);
+    let soft = soft
+        .filter(|s| *s > 0.0)
+        .map(Duration::from_secs_f64)
+        .or(inner.cfg.soft_time_limit);
+    let req = ChildRequest {
+        task: msg.headers.task.clone(),
+        id: id.to_string(),
+        args: msg.args.clone(),
+        kwargs: msg.kwargs.clone(),
+        retries: msg.headers.retries,
+        hostname: inner.cfg.node.clone(),
+        soft_time_limit: soft.map(|d| d.as_secs_f64()),
+    };
+    let job = inner.jobs.fetch_add(1, Ordering::Relaxed);
+    let t0 = Instant::now();
+    let state = inner.state.clone();
+    let id_owned = id.to_string();
+    let outcome = inner
+        .executor
+        .run(
+            req,
+            hard,
+            move |pid| {
+                if let Some(h) = state.held.lock().expect("held").get_mut(&id_owned)
+                    && let HeldPhase::Active { worker_pid, .. } = &mut h.phase
+                {
+                    *worker_pid = Some(pid);
+                }
+            },
+            term_rx,
+        )
+        .await;
+    let runtime = t0.elapsed().as_secs_f64();
+    let action = finish(inner, &msg, outcome, runtime, job).await;
+    match action {
+        AckAction::Ack if !early_ack => ack(inner, &delivery).await,
+        AckAction::Requeue => {
+            if early_ack {
+                // Already acked: give the message back by publishing it again, front of the queue.
+                republish_front(inner, &delivery).await;
+            } else if let Err(e) = inner
+                .broker
+                .requeue(&delivery, inner.shutdown.phase() < Phase::Cold)
+                .await
+            {
+                tracing::error!(task_id = %id, error = %e, "requeue failed; the message stays in unacked");
+            }
+        }
+        _ => {}
+    }
+    inner.state.count_done(&msg.headers.task);
+    inner.state.release(id);
+}
+
+async fn republish_front(inner: &Inner, d: &Delivery) {
+    let Ok(mut env) = Envelope::decode(&d.raw) else {
+        return;
+    };
+    env.mark_redelivered();
+    let key = keys::queue_key(d.queue(), env.properties.priority);
+    let r: redis::RedisResult<i64> = redis::cmd("RPUSH")
+        .arg(key)
+        .arg(env.encode())
+        .query_async(&mut inner.broker.conn())
+        .await;
+    if let Err(e) = r {
+        tracing::error!(tag = %d.tag, error = %e, "could not put the message back");
+    }
+}
+
+/// Turn an outcome into stored state, events, callbacks and the ack decision
+/// (`celery/app/trace.py` and `Request.on_failure`).
+async fn finish(
+    inner: &Arc<Inner>,
+    msg: &TaskMessage,
+    outcome: ExecOutcome,
+    runtime: f64,
+    job: u64,
+) -> AckAction {
+    let id = &msg.headers.id;
+    let name = &msg.headers.task;
+    let cold = inner.shutdown.phase() >= Phase::Cold;
+    match outcome {
+        ExecOutcome::Done(ChildOutcome::Ok(value)) => {
+            let children = callbacks::on_success(inner, msg, &value).await;
+            if !msg.headers.ignore_result {
+                let mut meta = meta_for(
+                    inner,
+                    msg,
+                    ResultMeta::new(id, TaskState::Success, value.clone()),
+                );
+                meta.children = children;
+                store(inner, &meta).await;
+            }
+            tracing::info!(task_id = %id, task = %name, runtime, "Task {name}[{id}] succeeded in {runtime:.6}s: {}", celeriac::protocol::pyrepr::repr(&value));
+            inner.events.task(
+                "task-succeeded",
+                fields(&[
+                    ("uuid", json!(id)),
+                    ("result", json!(celeriac::protocol::pyrepr::repr(&value))),
+                    ("runtime", json!(runtime)),
+                ]),
+            );
+            AckAction::Ack
+        }
+        ExecOutcome::Done(ChildOutcome::Err { exc, traceback }) => {
+            let tb = traceback.unwrap_or_else(|| exc.traceback(name));
+            fail(inner, msg, &exc, Some(tb)).await;
+            failure_ack(inner, false)
+        }
+        ExecOutcome::Done(ChildOutcome::Retry {
+            countdown,
+            max_retries,
+            exc,
+        }) => {
+            if max_retries.is_some_and(|m| msg.headers.retries >= m) {
+                let tb = exc.traceback(name);
+                fail(inner, msg, &exc, Some(tb)).await;
+                return failure_ack(inner, false);
+            }
+            callbacks::retry(inner, msg, countdown, &exc).await;
+            AckAction::Ack
+        }
+        ExecOutcome::TimeLimit(secs) => {
+            tracing::error!(task_id = %id, "Hard time limit ({secs}s) exceeded for {name}[{id}]");
+            if inner.cfg.acks_late && !inner.cfg.acks_on_failure_or_timeout {
+                return AckAction::Requeue;
+            }
+            fail(inner, msg, &ExceptionInfo::time_limit(secs), None).await;
+            AckAction::Ack
+        }
+        ExecOutcome::Terminated(sig) => {
+            let exc = ExceptionInfo::revoked("terminated");
+            let meta = meta_for(
+                inner,
+                msg,
+                ResultMeta::exception(id, TaskState::Revoked, &exc, None),
+            );
+            store(inner, &meta).await;
+            inner.events.task(
+                "task-revoked",
+                fields(&[
+                    ("uuid", json!(id)),
+                    ("terminated", json!(true)),
+                    ("signum", json!(sig)),
+                    ("expired", json!(false)),
+                ]),
+            );
+            AckAction::Ack
+        }
+        ExecOutcome::WorkerLost(detail) => {
+            if cold {
+                // Killed by our own cold shutdown: give the message back, store nothing.
+                return AckAction::Requeue;
+            }
+            let detail = format!("{detail} Job: {job}.").replace(". Job:", " Job:");
+            tracing::error!(task_id = %id, "Process running {name}[{id}] lost: {detail}");
+            if inner.cfg.acks_late && inner.cfg.reject_on_worker_lost {
+                return AckAction::Requeue;
+            }
+            let exc = ExceptionInfo::worker_lost(detail.clone());
+            let tb = format!(
+                "Traceback (most recent call last):\nbilliard.exceptions.WorkerLostError: {detail}\n"
+            );
+            fail(inner, msg, &exc, Some(tb)).await;
+            AckAction::Ack
+        }
+    }
+}
+
+fn failure_ack(inner: &Inner, _timeout: bool) -> AckAction {
+    if inner.cfg.acks_late && !inner.cfg.acks_on_failure_or_timeout {
+        AckAction::Nothing
+    } else {
+        AckAction::Ack
+    }
+}
+
+async fn fail(inner: &Arc<Inner>, msg: &TaskMessage, exc: &ExceptionInfo, tb: Option<String>) {
+    let id = &msg.headers.id;
+    tracing::error!(task_id = %id, task = %msg.headers.task, "Task {}[{}] raised unexpected: {}", msg.headers.task, id, exc.repr());
+    callbacks::on_failure(inner, msg).await;
+    let meta = meta_for(
+        inner,
+        msg,
+        ResultMeta::exception(id, TaskState::Failure, exc, tb.clone()),
+    );
+    store(inner, &meta).await;
+    inner.events.task(
+        "task-failed",
+        fields(&[
+            ("uuid", json!(id)),
+            ("exception", json!(exc.repr())),
+            ("traceback", json!(tb.unwrap_or_default())),
+        ]),
+    );
+}
+
+mod callbacks;
+
+async fn heartbeat_loop(inner: Arc<Inner>) {
+    let Some(every) = inner.cfg.heartbeat else {
+        return;
+    };
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        inner.events.send(
+            "worker-heartbeat",
+            inner.events.worker_fields(every.as_secs_f64()),
+        );
+    }
+}
+
+/// Refresh the lease of every held message, and run the stale-unacked sweeper.
+async fn lease_loop(inner: Arc<Inner>) {
+    let every = (inner.cfg.lease / 3).max(Duration::from_millis(200));
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        if let Err(e) = inner
+            .broker
+            .refresh_leases(&inner.state.unacked_tags(), inner.cfg.lease)
+            .await
+        {
+            tracing::warn!(error = %e, "lease refresh failed");
+        }
+        match inner
+            .broker
+            .restore_visible(inner.cfg.visibility_timeout, inner.cfg.lease)
+            .await
+        {
+            Ok(Some(n)) if n > 0 => tracing::warn!(
+                restored = n,
+                "restored messages whose holder stopped renewing its lease"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "sweeper failed"),
+        }
+    }
+}

@@ -1,0 +1,377 @@
+//! Executing tasks: in-process (`-P solo`/`threads`) or one child process per slot, replaced
+//! after `--max-tasks-per-child` tasks (`1` = a fresh process for every task, the JWQL mode).
+//!
+//! A standby child is spawned ahead of time for each slot, so the spawn cost (~1.5 ms) is
+//! paid while the previous task runs, not on the critical path. Children run in their own
+//! process group; a hard time limit, a revoke with `terminate`, or a cold shutdown kills the
+//! whole group (the task and anything it started) with one `kill(-pgid, sig)`.
+
+use super::child::{ChildOutcome, ChildRequest, PARENT_PID_ENV, execute};
+use celeriac::task::Registry;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::sync::mpsc;
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ExecOutcome {
+    /// The task body finished (value, exception or retry request).
+    Done(ChildOutcome),
+    /// The process running it died (signal, abort, OOM kill): `WorkerLostError`.
+    WorkerLost(String),
+    /// Killed at the hard time limit (seconds).
+    TimeLimit(f64),
+    /// Killed by a revoke with `terminate` (signal number).
+    Terminated(i32),
+}
+
+/// Runs tasks.
+#[derive(Debug)]
+pub enum Executor {
+    /// In the worker process, on the blocking thread pool.
+    InProcess(Arc<Registry>),
+    /// In child processes.
+    Children(Arc<ChildPool>),
+}
+
+impl Executor {
+    /// Run one request. `started` is told the pid running it; `terminate` receives a signal
+    /// number to kill it early.
+    pub async fn run(
+        &self,
+        req: ChildRequest,
+        hard_limit: Option<Duration>,
+        started: impl FnOnce(u32),
+        mut terminate: mpsc::UnboundedReceiver<i32>,
+    ) -> ExecOutcome {
+        match self {
+            Executor::InProcess(registry) => {
+                started(std::process::id());
+                let registry = registry.clone();
+                let job = tokio::task::spawn_blocking(move || execute(&registry, &req));
+                match job.await {
+                    Ok(o) => ExecOutcome::Done(o),
+                    Err(e) => ExecOutcome::WorkerLost(format!("task thread failed: {e}")),
+                }
+            }
+            Executor::Children(pool) => pool.run(req, hard_limit, started, &mut terminate).await,
+        }
+    }
+
+    /// Kill every running child's process group (cold shutdown).
+    pub fn kill_all(&self) {
+        if let Executor::Children(pool) = self {
+            pool.kill_all();
+        }
+    }
+
+    /// Pids of standby and running children (for `stats.pool.processes`).
+    pub fn pids(&self) -> Vec<u32> {
+        match self {
+            Executor::InProcess(_) => vec![std::process::id()],
+            Executor::Children(pool) => pool.pids(),
+        }
+    }
+}
+
+struct ChildProc {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    pid: u32,
+    served: u64,
+}
+
+/// Child processes, with standbys spawned ahead.
+#[derive(Debug)]
+pub struct ChildPool {
+    exe: PathBuf,
+    max_tasks: u64,
+    config: Option<PathBuf>,
+    standby_target: usize,
+    standby: Mutex<Vec<ChildProcSlot>>,
+    running: Mutex<Vec<u32>>,
+}
+
+struct ChildProcSlot(ChildProc);
+
+impl std::fmt::Debug for ChildProcSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "child {}", self.0.pid)
+    }
+}
+
+impl ChildPool {
+    /// A pool spawning `exe __child`, `standby_target` children kept ready.
+    pub fn new(
+        exe: PathBuf,
+        max_tasks: u64,
+        config: Option<PathBuf>,
+        standby_target: usize,
+    ) -> Arc<Self> {
+        Arc::new(ChildPool {
+            exe,
+            max_tasks,
+            config,
+            standby_target,
+            standby: Mutex::new(Vec::new()),
+            running: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Spawn the standbys now (worker start-up).
+    pub async fn warm_up(self: &Arc<Self>) -> std::io::Result<()> {
+        for _ in 0..self.standby_target {
+            let c = self.spawn()?;
+            self.standby.lock().expect("standby").push(ChildProcSlot(c));
+        }
+        Ok(())
+    }
+
+    fn spawn(&self) -> std::io::Result<ChildProc> {
+        let mut cmd = Command::new(&self.exe);
+        cmd.arg("__child")
+            .arg("--max-tasks")
+            .arg(self.max_tasks.to_string());
+        if let Some(c) = &self.config {
+            cmd.arg("--config").arg(c);
+        }
+        cmd.env(PARENT_PID_ENV, std::process::id().to_string())
+            .process_group(0)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn()?;
+        let pid = child.id().unwrap_or(0);
+        let stdin = child.stdin.take().expect("piped stdin");
+        let stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+        Ok(ChildProc {
+            child,
+            stdin,
+            stdout,
+            pid,
+            served: 0,
+        })
+    }
+
+    fn take(self: &Arc<Self>) -> std::io::Result<ChildProc> {
+        let ready = self.standby.lock().expect("standby").pop();
+        let proc_ = match ready {
+            Some(ChildProcSlot(c)) => c,
+            None => self.spawn()?,
+        };
+        // Replace it in the background so the next task finds a child ready.
+        let pool = self.clone();
+        tokio::spawn(async move { pool.replenish() });
+        Ok(proc_)
+    }
+
+    fn replenish(&self) {
+        let missing = self
+            .standby_target
+            .saturating_sub(self.standby.lock().expect("standby").len());
+        for _ in 0..missing {
+            match self.spawn() {
+                Ok(c) => self.standby.lock().expect("standby").push(ChildProcSlot(c)),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot spawn a standby child");
+                    break;
+                }
+            }
+        }
+    }
+
+    async fn run(
+        self: &Arc<Self>,
+        req: ChildRequest,
+        hard_limit: Option<Duration>,
+        started: impl FnOnce(u32),
+        terminate: &mut mpsc::UnboundedReceiver<i32>,
+    ) -> ExecOutcome {
+        let mut c = match self.take() {
+            Ok(c) => c,
+            Err(e) => {
+                return ExecOutcome::WorkerLost(format!("could not start a child process: {e}"));
+            }
+        };
+        started(c.pid);
+        self.running.lock().expect("running").push(c.pid);
+        let outcome = self.talk(&mut c, &req, hard_limit, terminate).await;
+        self.running
+            .lock()
+            .expect("running")
+            .retain(|p| *p != c.pid);
+        c.served += 1;
+        let reusable = matches!(outcome, ExecOutcome::Done(_))
+            && (self.max_tasks == 0 || c.served < self.max_tasks);
+        if reusable && self.standby.lock().expect("standby").len() < self.standby_target {
+            self.standby.lock().expect("standby").push(ChildProcSlot(c));
+        } else {
+            retire(c);
+        }
+        outcome
+    }
+
+    async fn talk(
+        &self,
+        c: &mut ChildProc,
+        req: &ChildRequest,
+        hard_limit: Option<Duration>,
+        terminate: &mut mpsc::UnboundedReceiver<i32>,
+    ) -> ExecOutcome {
+        let mut line = serde_json::to_vec(req).expect("request serializes");
+        line.push(b'\n');
+        if c.stdin.write_all(&line).await.is_err() || c.stdin.flush().await.is_err() {
+            return lost(c).await;
+        }
+        let mut buf = String::new();
+        let read = c.stdout.read_line(&mut buf);
+        let sleep = async {
+            match hard_limit {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = read => match r {
+                Ok(n) if n > 0 => match serde_json::from_str::<ChildOutcome>(&buf) {
+                    Ok(o) => ExecOutcome::Done(o),
+                    Err(e) => ExecOutcome::WorkerLost(format!("child sent an unreadable outcome: {e}")),
+                },
+                _ => lost(c).await,
+            },
+            _ = sleep => {
+                kill_group(c.pid, libc::SIGKILL);
+                let _ = c.child.wait().await;
+                ExecOutcome::TimeLimit(hard_limit.map(|d| d.as_secs_f64()).unwrap_or_default())
+            }
+            Some(sig) = terminate.recv() => {
+                kill_group(c.pid, sig);
+                // Give a polite signal a moment, then make sure.
+                if tokio::time::timeout(Duration::from_secs(2), c.child.wait()).await.is_err() {
+                    kill_group(c.pid, libc::SIGKILL);
+                    let _ = c.child.wait().await;
+                }
+                ExecOutcome::Terminated(sig)
+            }
+        }
+    }
+
+    fn kill_all(&self) {
+        for pid in self.running.lock().expect("running").iter() {
+            kill_group(*pid, libc::SIGKILL);
+        }
+        for ChildProcSlot(c) in self.standby.lock().expect("standby").drain(..) {
+            kill_group(c.pid, libc::SIGKILL);
+        }
+    }
+
+    fn pids(&self) -> Vec<u32> {
+        let mut v: Vec<u32> = self.running.lock().expect("running").clone();
+        v.extend(
+            self.standby
+                .lock()
+                .expect("standby")
+                .iter()
+                .map(|s| s.0.pid),
+        );
+        v
+    }
+}
+
+/// The child closed its output without an outcome: find out how it died.
+async fn lost(c: &mut ChildProc) -> ExecOutcome {
+    // Kill the rest of its group before reaping, while the group id cannot be reused.
+    kill_group(c.pid, libc::SIGKILL);
+    let status = tokio::time::timeout(Duration::from_secs(5), c.child.wait()).await;
+    let detail = match status {
+        Ok(Ok(st)) => describe_exit(st),
+        _ => "unknown".into(),
+    };
+    // Celery/billiard: "Worker exited prematurely: signal 9 (SIGKILL) Job: N."
+    ExecOutcome::WorkerLost(format!("Worker exited prematurely: {detail}."))
+}
+
+fn describe_exit(st: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (st.signal(), st.code()) {
+        (Some(sig), _) => format!("signal {sig} ({})", signal_name(sig)),
+        (None, Some(code)) => format!("exitcode {code}"),
+        _ => "unknown".into(),
+    }
+}
+
+/// `SIGKILL`-style name of a signal number.
+pub fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGINT => "SIGINT",
+        libc::SIGQUIT => "SIGQUIT",
+        libc::SIGILL => "SIGILL",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGUSR1 => "SIGUSR1",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGUSR2 => "SIGUSR2",
+        libc::SIGPIPE => "SIGPIPE",
+        libc::SIGALRM => "SIGALRM",
+        libc::SIGTERM => "SIGTERM",
+        _ => "signal",
+    }
+}
+
+/// Parse `SIGKILL`, `KILL`, `9`.
+pub fn parse_signal(s: &str) -> Option<i32> {
+    if let Ok(n) = s.parse::<i32>() {
+        return Some(n);
+    }
+    let up = s.to_ascii_uppercase();
+    let name = up.strip_prefix("SIG").unwrap_or(&up);
+    (1..32).find(|&n| signal_name(n).strip_prefix("SIG") == Some(name))
+}
+
+fn kill_group(pgid: u32, sig: i32) {
+    if pgid == 0 {
+        return;
+    }
+    // SAFETY: kill(2) on a process group we created; no memory involved.
+    unsafe {
+        libc::kill(-(pgid as i32), sig);
+    }
+}
+
+/// A child that served its last task: let it exit, then clean up its group and reap it.
+fn retire(mut c: ChildProc) {
+    tokio::spawn(async move {
+        drop(c.stdin);
+        if tokio::time::timeout(Duration::from_secs(5), c.child.wait())
+            .await
+            .is_err()
+        {
+            kill_group(c.pid, libc::SIGKILL);
+            let _ = c.child.wait().await;
+        }
+        // Anything the task left running in its group dies with it.
+        kill_group(c.pid, libc::SIGKILL);
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_parse_by_name_and_number() {
+        assert_eq!(parse_signal("SIGKILL"), Some(9));
+        assert_eq!(parse_signal("term"), Some(15));
+        assert_eq!(parse_signal("9"), Some(9));
+        assert_eq!(parse_signal("SIGNOPE"), None);
+    }
+}

@@ -1,0 +1,339 @@
+//! What a running worker knows about itself, shared by the consumer, the pool, the
+//! pidbox server and the heartbeat: requests it holds (reserved, scheduled, active), the
+//! revoked set, counters and the Lamport clock. Answers `inspect active/reserved/...`.
+
+use celeriac::protocol::{TaskMessage, pyrepr, time};
+use celeriac::transport::Delivery;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::{Notify, mpsc};
+
+/// Where a held request is.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Phase {
+    /// Waiting for a free slot.
+    Reserved,
+    /// Held until its ETA (a Unix timestamp).
+    Scheduled {
+        /// ISO ETA.
+        eta: String,
+    },
+    /// Running.
+    Active {
+        /// Unix start time.
+        time_start: f64,
+        /// Pid of the process running it (the child, or the worker itself in-process).
+        worker_pid: Option<u32>,
+        /// Whether its message was acked already (early ack).
+        acknowledged: bool,
+    },
+}
+
+/// A held request (one message).
+#[derive(Debug)]
+pub struct Held {
+    /// The decoded message.
+    pub msg: TaskMessage,
+    /// The delivery (tag, raw bytes, unacked entry).
+    pub delivery: Delivery,
+    /// Phase.
+    pub phase: Phase,
+    /// Whether the message is still in `unacked` (needs lease refresh and requeue on shutdown).
+    pub unacked: bool,
+    /// Send a signal number here to terminate the running task (revoke terminate).
+    pub terminate: Option<mpsc::UnboundedSender<i32>>,
+}
+
+impl Held {
+    /// `Request.info()` as `inspect active` shows it.
+    pub fn info(&self, hostname: &str) -> Value {
+        let (time_start, acknowledged, worker_pid) = match &self.phase {
+            Phase::Active {
+                time_start,
+                worker_pid,
+                acknowledged,
+            } => (json!(time_start), *acknowledged, json!(worker_pid)),
+            _ => (Value::Null, false, Value::Null),
+        };
+        let di = &self.msg.properties.delivery_info;
+        json!({
+            "id": self.msg.headers.id,
+            "name": self.msg.headers.task,
+            "args": self.msg.args,
+            "kwargs": self.msg.kwargs,
+            "type": self.msg.headers.task,
+            "hostname": hostname,
+            "time_start": time_start,
+            "acknowledged": acknowledged,
+            "delivery_info": {
+                "exchange": di.exchange,
+                "routing_key": di.routing_key,
+                "priority": self.msg.properties.priority,
+                "redelivered": di.extra.get("redelivered").and_then(Value::as_bool).unwrap_or(false),
+            },
+            "worker_pid": worker_pid,
+        })
+    }
+}
+
+/// Celery's `LimitedSet` for revoked ids: bounded size, entries expire.
+#[derive(Debug)]
+pub struct Revoked {
+    ids: HashMap<String, Instant>,
+    order: VecDeque<String>,
+    max: usize,
+    ttl: Duration,
+}
+
+impl Revoked {
+    fn new() -> Self {
+        // CELERY_WORKER_REVOKES_MAX=50000, REVOKE_EXPIRES=10800 s.
+        Revoked {
+            ids: HashMap::new(),
+            order: VecDeque::new(),
+            max: 50_000,
+            ttl: Duration::from_secs(10_800),
+        }
+    }
+
+    /// Add an id.
+    pub fn add(&mut self, id: &str) {
+        if self.ids.insert(id.to_string(), Instant::now()).is_none() {
+            self.order.push_back(id.to_string());
+        }
+        while self.order.len() > self.max {
+            if let Some(old) = self.order.pop_front() {
+                self.ids.remove(&old);
+            }
+        }
+    }
+
+    /// Whether `id` is revoked (and not expired).
+    pub fn contains(&self, id: &str) -> bool {
+        self.ids.get(id).is_some_and(|t| t.elapsed() < self.ttl)
+    }
+
+    /// All live ids.
+    pub fn list(&self) -> Vec<String> {
+        self.order
+            .iter()
+            .filter(|id| self.contains(id))
+            .cloned()
+            .collect()
+    }
+}
+
+/// The shared state.
+#[derive(Debug)]
+pub struct State {
+    /// Node name.
+    pub node: String,
+    /// Main process pid.
+    pub pid: u32,
+    /// Lamport clock.
+    clock: AtomicU64,
+    /// Tasks finished.
+    pub processed: AtomicU64,
+    /// Per-task-name totals (`stats.total`).
+    pub totals: Mutex<BTreeMap<String, u64>>,
+    /// Held requests by task id.
+    pub held: Mutex<HashMap<String, Held>>,
+    /// Count of held messages that count against prefetch (not scheduled).
+    pub prefetch_held: AtomicUsize,
+    /// Signalled whenever a held message is released or changes phase.
+    pub released: Notify,
+    /// Revoked ids.
+    pub revoked: Mutex<Revoked>,
+    /// Start time (for `stats.uptime`).
+    pub started: Instant,
+}
+
+impl State {
+    /// New state for `node`.
+    pub fn new(node: String) -> Self {
+        State {
+            node,
+            pid: std::process::id(),
+            clock: AtomicU64::new(0),
+            processed: AtomicU64::new(0),
+            totals: Mutex::new(BTreeMap::new()),
+            held: Mutex::new(HashMap::new()),
+            prefetch_held: AtomicUsize::new(0),
+            released: Notify::new(),
+            revoked: Mutex::new(Revoked::new()),
+            started: Instant::now(),
+        }
+    }
+
+    /// Advance the clock for an event we send.
+    pub fn tick(&self) -> u64 {
+        self.clock.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// Merge a clock value received from a peer (`clock.adjust`).
+    pub fn adjust(&self, other: u64) {
+        self.clock.fetch_max(other + 1, Ordering::SeqCst);
+    }
+
+    /// Current clock.
+    pub fn clock(&self) -> u64 {
+        self.clock.load(Ordering::SeqCst)
+    }
+
+    /// Hold a new request.
+    pub fn hold(&self, held: Held) {
+        if !matches!(held.phase, Phase::Scheduled { .. }) {
+            self.prefetch_held.fetch_add(1, Ordering::SeqCst);
+        }
+        self.held
+            .lock()
+            .expect("held")
+            .insert(held.msg.headers.id.clone(), held);
+    }
+
+    /// Move a request to another phase.
+    pub fn set_phase(&self, id: &str, phase: Phase) {
+        let mut held = self.held.lock().expect("held");
+        if let Some(h) = held.get_mut(id) {
+            let was_sched = matches!(h.phase, Phase::Scheduled { .. });
+            let is_sched = matches!(phase, Phase::Scheduled { .. });
+            if was_sched && !is_sched {
+                self.prefetch_held.fetch_add(1, Ordering::SeqCst);
+            } else if !was_sched && is_sched {
+                self.prefetch_held.fetch_sub(1, Ordering::SeqCst);
+            }
+            h.phase = phase;
+        }
+    }
+
+    /// Mark a request's message as acked (no more lease refresh or requeue).
+    pub fn mark_acked(&self, id: &str) {
+        if let Some(h) = self.held.lock().expect("held").get_mut(id) {
+            h.unacked = false;
+            if let Phase::Active { acknowledged, .. } = &mut h.phase {
+                *acknowledged = true;
+            }
+        }
+        // With early ack Celery counts only unacked messages against prefetch.
+        self.released.notify_waiters();
+    }
+
+    /// Stop holding a request.
+    pub fn release(&self, id: &str) -> Option<Held> {
+        let h = self.held.lock().expect("held").remove(id);
+        if let Some(h) = &h
+            && !matches!(h.phase, Phase::Scheduled { .. })
+        {
+            self.prefetch_held.fetch_sub(1, Ordering::SeqCst);
+        }
+        self.released.notify_waiters();
+        h
+    }
+
+    /// Messages held against prefetch that are still unacked (Celery's
+    /// `len(delivered) - len(acked)`, minus ETA tasks which raise prefetch by one each).
+    pub fn unacked_against_prefetch(&self) -> usize {
+        self.held
+            .lock()
+            .expect("held")
+            .values()
+            .filter(|h| h.unacked && !matches!(h.phase, Phase::Scheduled { .. }))
+            .count()
+    }
+
+    /// Tags of every message still in `unacked` that we hold (for lease refresh).
+    pub fn unacked_tags(&self) -> Vec<String> {
+        self.held
+            .lock()
+            .expect("held")
+            .values()
+            .filter(|h| h.unacked)
+            .map(|h| h.delivery.tag.clone())
+            .collect()
+    }
+
+    /// Number of running tasks.
+    pub fn active_count(&self) -> usize {
+        self.held
+            .lock()
+            .expect("held")
+            .values()
+            .filter(|h| matches!(h.phase, Phase::Active { .. }))
+            .count()
+    }
+
+    /// `inspect active`/`reserved` lists.
+    pub fn infos(&self, pick: impl Fn(&Phase) -> bool) -> Vec<Value> {
+        self.held
+            .lock()
+            .expect("held")
+            .values()
+            .filter(|h| pick(&h.phase))
+            .map(|h| h.info(&self.node))
+            .collect()
+    }
+
+    /// `inspect scheduled` entries.
+    pub fn scheduled(&self) -> Vec<Value> {
+        self.held
+            .lock()
+            .expect("held")
+            .values()
+            .filter_map(|h| match &h.phase {
+                Phase::Scheduled { eta } => {
+                    Some(json!({"eta": eta, "priority": 6, "request": h.info(&self.node)}))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Count a finished task.
+    pub fn count_done(&self, name: &str) {
+        self.processed.fetch_add(1, Ordering::SeqCst);
+        *self
+            .totals
+            .lock()
+            .expect("totals")
+            .entry(name.to_string())
+            .or_default() += 1;
+    }
+}
+
+/// The `task-received` event fields for a message.
+pub fn received_fields(msg: &TaskMessage) -> serde_json::Map<String, Value> {
+    let h = &msg.headers;
+    let mut m = serde_json::Map::new();
+    m.insert("uuid".into(), json!(h.id));
+    m.insert("name".into(), json!(h.task));
+    m.insert(
+        "args".into(),
+        json!(
+            h.argsrepr
+                .clone()
+                .unwrap_or_else(|| pyrepr::repr_args(&msg.args))
+        ),
+    );
+    m.insert(
+        "kwargs".into(),
+        json!(
+            h.kwargsrepr
+                .clone()
+                .unwrap_or_else(|| pyrepr::repr(&Value::Object(msg.kwargs.clone())))
+        ),
+    );
+    m.insert("root_id".into(), json!(h.root_id));
+    m.insert("parent_id".into(), json!(h.parent_id));
+    m.insert("retries".into(), json!(h.retries));
+    m.insert("eta".into(), json!(h.eta));
+    m.insert("expires".into(), json!(h.expires));
+    m
+}
+
+/// Unix time now (re-exported for the runtime).
+pub fn now() -> f64 {
+    time::unix_now()
+}
