@@ -81,9 +81,9 @@ impl Lock {
         sleep(Duration),
         watchdog(bool),
         fair(bool),
-        purpose(String),
-        task_id(String),
-        token(Vec<u8>),
+        purpose(impl Into<String>),
+        task_id(impl Into<String>),
+        token(impl Into<Vec<u8>>),
         options(crate::LockOptions),
     );
 

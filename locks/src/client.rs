@@ -33,6 +33,8 @@ pub(crate) struct Inner {
     pub(crate) db: i64,
     url: String,
     conn: OnceCell<ConnectionManager>,
+    /// Renews the TTL of every lock this client holds.
+    pub(crate) watchdog: crate::watchdog::Watchdog,
     /// When true, the connection's driver and all background work live on the library's
     /// private runtime (blocking API, default client); otherwise on the caller's runtime.
     private: bool,
@@ -82,6 +84,7 @@ impl Client {
                 db,
                 url: url.to_string(),
                 conn: OnceCell::new(),
+                watchdog: Default::default(),
                 private,
             }),
         })

@@ -558,7 +558,8 @@ pub struct LockGuard {
     ttl: Option<Duration>,
     lost: LostSignal,
     _lost_tx: Option<watch::Sender<Option<LostReason>>>,
-    watchdog: Option<tokio::task::JoinHandle<()>>,
+    /// Registration with the client's watchdog, while renewing.
+    watchdog: Option<u64>,
     released: bool,
     pub(crate) wait_on_drop: bool,
 }
@@ -587,8 +588,8 @@ impl LockGuard {
         let (tx, lost) = LostSignal::new();
         let (watchdog, lost_tx) = match ttl {
             Some(ttl) if watchdog_on => (
-                Some(watchdog::spawn(
-                    client.clone(),
+                Some(watchdog::register(
+                    &client,
                     name.clone(),
                     token.clone(),
                     ttl,
@@ -715,8 +716,8 @@ impl LockGuard {
     }
 
     fn stop_watchdog(&mut self) {
-        if let Some(w) = self.watchdog.take() {
-            w.abort();
+        if let Some(id) = self.watchdog.take() {
+            watchdog::unregister(&self.client, id);
         }
     }
 

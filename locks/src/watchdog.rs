@@ -7,10 +7,12 @@
 //! poll ([`LostSignal::is_lost`]). The watchdog never runs on TTL-less locks (there is
 //! nothing to renew, and JWQL's Python locks are all TTL-less).
 
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::Mutex;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 use crate::client::Client;
@@ -73,53 +75,151 @@ impl LostSignal {
     }
 }
 
-/// Start renewing `name` (held with `token`) every `ttl / 3` on the client's runtime.
-pub(crate) fn spawn(
-    client: Client,
+/// One renewal loop per [`Client`] for every lock it holds with a TTL. Registering a
+/// lock is a map insert under a mutex (plus a wake-up only when it is due sooner than
+/// anything else), so an acquire+release cycle does not pay for spawning and cancelling a
+/// task; the loop sleeps until the earliest renewal is due and exits when nothing is held.
+#[derive(Default)]
+pub(crate) struct Watchdog {
+    state: Mutex<State>,
+    wake: Notify,
+}
+
+#[derive(Default)]
+struct State {
+    entries: HashMap<u64, Entry>,
+    next_id: u64,
+    /// When the loop will next wake by itself (`None`: not sleeping on a deadline).
+    armed_until: Option<Instant>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+struct Entry {
+    name: String,
+    token: Vec<u8>,
+    ttl: Duration,
+    due: Instant,
+    last_ok: Instant,
+    tx: watch::Sender<Option<LostReason>>,
+}
+
+fn period(ttl: Duration) -> Duration {
+    (ttl / 3).max(Duration::from_millis(10))
+}
+
+/// Start renewing `name` (held with `token`) every `ttl / 3`. Returns the registration
+/// id for [`unregister`].
+pub(crate) fn register(
+    client: &Client,
     name: String,
     token: Vec<u8>,
     ttl: Duration,
     tx: watch::Sender<Option<LostReason>>,
-) -> tokio::task::JoinHandle<()> {
-    let handle = client.spawn_handle();
-    handle.spawn(async move {
-        let period = (ttl / 3).max(Duration::from_millis(10));
-        let ttl_ms = ttl.as_millis().max(1) as u64;
-        let holder_key = keys::holder_key(&name);
-        let mut last_ok = Instant::now();
-        let mut next = Instant::now() + period;
-        loop {
-            tokio::time::sleep_until(next).await;
-            let result = async {
-                let mut conn = client.conn().await.map_err(|e| e.to_string())?;
-                scripts::REACQUIRE
-                    .key(keys::lock_key(&name))
-                    .key(&holder_key)
-                    .arg(&token)
-                    .arg(ttl_ms)
-                    .invoke_async::<i64>(&mut conn)
-                    .await
-                    .map_err(|e| e.to_string())
+) -> u64 {
+    let wd = &client.inner.watchdog;
+    let now = Instant::now();
+    let due = now + period(ttl);
+    let mut st = wd.state.lock().expect("watchdog state");
+    let id = st.next_id;
+    st.next_id += 1;
+    st.entries.insert(
+        id,
+        Entry {
+            name,
+            token,
+            ttl,
+            due,
+            last_ok: now,
+            tx,
+        },
+    );
+    let running = st.task.as_ref().is_some_and(|t| !t.is_finished());
+    if !running {
+        st.armed_until = None;
+        st.task = Some(client.spawn_handle().spawn(run(client.clone())));
+    } else if st.armed_until.is_none_or(|a| due < a) {
+        wd.wake.notify_one();
+    }
+    id
+}
+
+/// Stop renewing a registration (the lock was released or its guard dropped).
+pub(crate) fn unregister(client: &Client, id: u64) {
+    let mut st = client.inner.watchdog.state.lock().expect("watchdog state");
+    st.entries.remove(&id);
+}
+
+async fn run(client: Client) {
+    let wd = &client.inner.watchdog;
+    loop {
+        // Pick what is due, and when to wake next, under the lock; renew outside it.
+        let (due, next) = {
+            let mut st = wd.state.lock().expect("watchdog state");
+            if st.entries.is_empty() {
+                st.task = None;
+                st.armed_until = None;
+                return;
             }
-            .await;
+            let now = Instant::now();
+            let due: Vec<(u64, String, Vec<u8>, Duration)> = st
+                .entries
+                .iter()
+                .filter(|(_, e)| e.due <= now)
+                .map(|(id, e)| (*id, e.name.clone(), e.token.clone(), e.ttl))
+                .collect();
+            let next = st
+                .entries
+                .values()
+                .filter(|e| e.due > now)
+                .map(|e| e.due)
+                .min();
+            st.armed_until = if due.is_empty() { next } else { None };
+            (due, next)
+        };
+        if due.is_empty() {
+            let until = next.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => {}
+                _ = wd.wake.notified() => {}
+            }
+            continue;
+        }
+        for (id, name, token, ttl) in due {
+            let result = renew(&client, &name, &token, ttl).await;
+            let mut st = wd.state.lock().expect("watchdog state");
+            let Some(e) = st.entries.get_mut(&id) else {
+                continue; // released meanwhile: whatever the script said is moot
+            };
             let lost = match result {
                 Ok(1) => {
-                    last_ok = Instant::now();
-                    next = last_ok + period;
+                    e.last_ok = Instant::now();
+                    e.due = e.last_ok + period(ttl);
                     continue;
                 }
                 Ok(0) => LostReason::Expired,
                 Ok(_) => LostReason::Stolen,
-                Err(e) if last_ok.elapsed() < ttl => {
-                    tracing::warn!(lock = %name, error = %e, "lock renewal failed; retrying");
-                    next = Instant::now() + period / 4;
+                Err(err) if e.last_ok.elapsed() < ttl => {
+                    tracing::warn!(lock = %name, error = %err, "lock renewal failed; retrying");
+                    e.due = Instant::now() + period(ttl) / 4;
                     continue;
                 }
                 Err(_) => LostReason::Unreachable,
             };
             tracing::error!(lock = %name, reason = %lost, "lock lost while held");
-            let _ = tx.send(Some(lost));
-            return;
+            let _ = e.tx.send(Some(lost));
+            st.entries.remove(&id);
         }
-    })
+    }
+}
+
+async fn renew(client: &Client, name: &str, token: &[u8], ttl: Duration) -> Result<i64, String> {
+    let mut conn = client.conn().await.map_err(|e| e.to_string())?;
+    scripts::REACQUIRE
+        .key(keys::lock_key(name))
+        .key(keys::holder_key(name))
+        .arg(token)
+        .arg(ttl.as_millis().max(1) as u64)
+        .invoke_async::<i64>(&mut conn)
+        .await
+        .map_err(|e| e.to_string())
 }

@@ -1,0 +1,133 @@
+//! Helper binary for the lock benchmark and the multi-process tests. Synchronous on
+//! purpose where a task body would be (`contend`, `hold`, `locked-sleep` use the blocking
+//! API with no runtime of their own).
+//!
+//! ```text
+//! lockbench bench URL SECONDS          uncontended acquire+release cycles on one connection;
+//!                                      prints one JSON line {"cycles":..,"secs":..,"per_sec":..}
+//! lockbench contend URL NAME N         N acquisitions of NAME, each doing a non-atomic
+//!                                      read-modify-write of NAME:counter and counting overlaps
+//! lockbench hold URL NAME              take NAME (no TTL), print "held <token>", sleep for ever
+//! lockbench locked-sleep KEY SECS      run locks::demo::locked_sleep (client from the env)
+//! ```
+
+use std::time::{Duration, Instant};
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let a = |i: usize| args.get(i).map(String::as_str).unwrap_or_else(|| usage());
+    match a(0) {
+        "bench" => bench(a(1), a(2).parse().unwrap_or_else(|_| usage())),
+        "contend" => contend(a(1), a(2), a(3).parse().unwrap_or_else(|_| usage())),
+        "hold" => hold(a(1), a(2)),
+        "locked-sleep" => {
+            let out =
+                locks::demo::locked_sleep_outcome(a(1), a(2).parse().unwrap_or_else(|_| usage()));
+            match out {
+                Ok(s) => println!("{s}"),
+                Err(e) => {
+                    eprintln!("{e}");
+                    std::process::exit(1)
+                }
+            }
+        }
+        _ => usage(),
+    }
+}
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: lockbench bench URL SECS | contend URL NAME N | hold URL NAME | locked-sleep KEY SECS"
+    );
+    std::process::exit(2)
+}
+
+/// Acquire+release as fast as one connection allows, with the library's defaults for a
+/// lock with a TTL (holder hash and fence written, watchdog started and stopped).
+fn bench(url: &str, secs: f64) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let client = locks::Client::open(url).expect("url");
+        let lock = client
+            .lock("lockbench")
+            .timeout(Duration::from_secs(30))
+            .blocking(false);
+        // Warm up: connect and load the scripts.
+        for _ in 0..200 {
+            lock.acquire()
+                .await
+                .expect("acquire")
+                .release()
+                .await
+                .expect("release");
+        }
+        let until = Instant::now() + Duration::from_secs_f64(secs);
+        let start = Instant::now();
+        let mut cycles = 0u64;
+        while Instant::now() < until {
+            for _ in 0..100 {
+                let g = lock.acquire().await.expect("uncontended acquire");
+                g.release().await.expect("release");
+            }
+            cycles += 100;
+        }
+        let el = start.elapsed().as_secs_f64();
+        println!(
+            "{{\"cycles\":{cycles},\"secs\":{el:.3},\"per_sec\":{:.1}}}",
+            cycles as f64 / el
+        );
+    });
+}
+
+/// The contention worker: a deliberately non-atomic GET / SET increment under the lock,
+/// plus an `inside` counter whose value on entry must be 1 (else two holders overlapped).
+fn contend(url: &str, name: &str, n: u64) {
+    let client = locks::blocking::Client::open(url).expect("url");
+    let mut raw = redis::Client::open(url)
+        .expect("url")
+        .get_connection()
+        .expect("connect");
+    let lock = client
+        .lock(name)
+        .timeout(Duration::from_secs(10))
+        .sleep(Duration::from_millis(1))
+        .blocking_timeout(Duration::from_secs(120));
+    let (counter, inside, overlaps) = (
+        format!("{name}:counter"),
+        format!("{name}:inside"),
+        format!("{name}:overlaps"),
+    );
+    for _ in 0..n {
+        let g = lock.acquire().expect("acquire within 120 s");
+        let entered: i64 = redis::cmd("INCR").arg(&inside).query(&mut raw).unwrap();
+        if entered != 1 {
+            let _: i64 = redis::cmd("INCR").arg(&overlaps).query(&mut raw).unwrap();
+        }
+        let v: Option<i64> = redis::cmd("GET").arg(&counter).query(&mut raw).unwrap();
+        std::thread::yield_now();
+        let _: () = redis::cmd("SET")
+            .arg(&counter)
+            .arg(v.unwrap_or(0) + 1)
+            .query(&mut raw)
+            .unwrap();
+        let _: i64 = redis::cmd("DECR").arg(&inside).query(&mut raw).unwrap();
+        g.release().expect("release an owned lock");
+    }
+    println!("done {n}");
+}
+
+fn hold(url: &str, name: &str) {
+    let client = locks::blocking::Client::open(url).expect("url");
+    let g = client
+        .lock(name)
+        .purpose("lockbench hold")
+        .try_acquire()
+        .expect("lock free");
+    println!("held {}", String::from_utf8_lossy(g.token()));
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
