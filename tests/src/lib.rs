@@ -7,6 +7,7 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
@@ -378,4 +379,139 @@ impl Drop for Proc {
             let _ = self.child.wait();
         }
     }
+}
+
+/// A `celeriac worker` started against a test Redis, killed on drop.
+#[derive(Debug)]
+pub struct CeleriacWorker {
+    /// The process (stderr/stdout captured).
+    pub proc_: Proc,
+    /// Its node name.
+    pub node: String,
+}
+
+impl CeleriacWorker {
+    /// Start `celeriac worker <args>` with broker (and backend) `broker_url`, wait for "ready".
+    pub fn start(broker_url: &str, args: &[&str]) -> Self {
+        Self::start_with_backend(broker_url, broker_url, args)
+    }
+
+    /// Start with a distinct result backend.
+    pub fn start_with_backend(broker_url: &str, backend_url: &str, args: &[&str]) -> Self {
+        let node = args
+            .windows(2)
+            .find(|w| w[0] == "-n" || w[0] == "--hostname")
+            .map(|w| w[1].to_string())
+            .unwrap_or_else(|| format!("celeriac-{}@localhost", free_port()));
+        let mut cmd = Command::new(celeriac_bin());
+        cmd.arg("worker")
+            .args(args)
+            .env("CELERY_BROKER_URL", broker_url)
+            .env("CELERY_RESULT_BACKEND", backend_url)
+            .env_remove("CELERIAC_CONFIG");
+        if !args.iter().any(|a| *a == "-n" || *a == "--hostname") {
+            cmd.args(["-n", &node]);
+        }
+        if !args
+            .iter()
+            .any(|a| a.starts_with("-l") || a.starts_with("--loglevel"))
+        {
+            cmd.arg("-linfo");
+        }
+        let proc_ = Proc::spawn(cmd);
+        proc_.wait_for_output("ready.", Duration::from_secs(20));
+        CeleriacWorker { proc_, node }
+    }
+
+    /// Send SIGTERM (warm shutdown) and wait for exit.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        self.proc_.signal(libc::SIGTERM);
+        self.proc_.wait_exit(Duration::from_secs(30))
+    }
+}
+
+/// A Python Celery worker serving `tests/py/shared_tasks.py`, killed (with its pool) on drop.
+#[derive(Debug)]
+pub struct PythonWorker {
+    /// The process.
+    pub proc_: Proc,
+    /// Node name.
+    pub node: String,
+}
+
+impl PythonWorker {
+    /// Start `celery -A shared_tasks worker <args>` against `broker_url`, wait for "ready".
+    pub fn start(broker_url: &str, env: &[(&str, &str)], args: &[&str]) -> Self {
+        let node = format!("py-{}@localhost", free_port());
+        let mut cmd = Command::new(python());
+        cmd.args([
+            "-m",
+            "celery",
+            "-A",
+            "shared_tasks",
+            "worker",
+            "-n",
+            &node,
+            "-l",
+            "info",
+            "--without-mingle",
+            "--without-gossip",
+        ])
+        .args(args)
+        .current_dir(py_dir())
+        .env("PYTHONPATH", py_dir())
+        .env("CELERY_BROKER_URL", broker_url)
+        .env_remove("CELERY_RESULT_BACKEND")
+        .process_group(0);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let proc_ = Proc::spawn(cmd);
+        proc_.wait_for_output("ready.", Duration::from_secs(60));
+        PythonWorker { proc_, node }
+    }
+}
+
+impl Drop for PythonWorker {
+    fn drop(&mut self) {
+        // Kill the whole group: the prefork pool children too.
+        // SAFETY: kill(2) on the process group we created.
+        unsafe {
+            libc::kill(-(self.proc_.pid() as i32), libc::SIGKILL);
+        }
+    }
+}
+
+/// Run `celeriac <args>` to completion with the given environment.
+pub fn celeriac(args: &[&str], env: &[(&str, &str)], timeout: Duration) -> PyOutput {
+    let mut cmd = Command::new(celeriac_bin());
+    cmd.args(args)
+        .env_remove("CELERY_BROKER_URL")
+        .env_remove("CELERY_RESULT_BACKEND");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    run_with_timeout(cmd, timeout)
+}
+
+/// Python code prelude: import the shared_tasks twin with broker/backend from the env.
+pub const PY_PRELUDE: &str = "import json, sys, os, time\nfrom shared_tasks import *\n";
+
+/// Run a Python snippet (after [`PY_PRELUDE`]) against `broker` (and `backend`), asserting
+/// success, returning stdout.
+pub fn py(broker: &str, backend: &str, code: &str, timeout: Duration) -> String {
+    let out = run_python(
+        &format!("{PY_PRELUDE}{code}"),
+        &[
+            ("CELERY_BROKER_URL", broker),
+            ("CELERY_RESULT_BACKEND", backend),
+        ],
+        timeout,
+    );
+    assert!(
+        out.success,
+        "python failed:\nstdout:\n{}\nstderr:\n{}",
+        out.stdout, out.stderr
+    );
+    out.stdout
 }

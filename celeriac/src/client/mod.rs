@@ -131,7 +131,8 @@ impl Client {
             ));
             msg.properties.expiration = Some(exp.as_millis().to_string());
         }
-        msg.headers.timelimit = [opts.time_limit, opts.soft_time_limit];
+        msg.headers
+            .set_time_limits(opts.time_limit, opts.soft_time_limit);
         if let Some((g, i)) = &opts.group {
             msg.headers.group = Some(g.clone());
             msg.headers.group_index = Some(*i);

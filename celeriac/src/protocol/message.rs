@@ -38,9 +38,9 @@ pub struct TaskHeaders {
     /// Retry count.
     #[serde(default)]
     pub retries: i64,
-    /// `[hard, soft]` seconds — note Celery's order.
+    /// `[hard, soft]` seconds — note Celery's order. Kept as JSON numbers so `2` stays `2`.
     #[serde(default = "null_pair")]
-    pub timelimit: [Option<f64>; 2],
+    pub timelimit: [Option<serde_json::Number>; 2],
     /// First task of the workflow.
     #[serde(default)]
     pub root_id: Option<String>,
@@ -76,7 +76,7 @@ pub struct TaskHeaders {
 fn lang_py() -> String {
     "py".into()
 }
-fn null_pair() -> [Option<f64>; 2] {
+fn null_pair() -> [Option<serde_json::Number>; 2] {
     [None, None]
 }
 fn empty_map() -> Map<String, Value> {
@@ -109,6 +109,23 @@ impl TaskHeaders {
             stamps: Map::new(),
             extra: Map::new(),
         }
+    }
+
+    /// `(hard, soft)` time limits in seconds.
+    pub fn time_limits(&self) -> (Option<f64>, Option<f64>) {
+        let f = |n: &Option<serde_json::Number>| n.as_ref().and_then(|n| n.as_f64());
+        (f(&self.timelimit[0]), f(&self.timelimit[1]))
+    }
+
+    /// Set `[hard, soft]` from seconds (whole seconds written as integers, like Python ints).
+    pub fn set_time_limits(&mut self, hard: Option<f64>, soft: Option<f64>) {
+        let n = |x: Option<f64>| {
+            x.and_then(|x| match super::result::json_number(x) {
+                Value::Number(n) => Some(n),
+                _ => None,
+            })
+        };
+        self.timelimit = [n(hard), n(soft)];
     }
 
     /// Parsed `eta`; an unparsable value is an error, as Celery raises `InvalidTaskError`.
@@ -255,10 +272,11 @@ impl TaskMessage {
         headers.group = take_str(&mut b, "taskset")?.or(take_str(&mut b, "group")?);
         headers.retries = b.remove("retries").and_then(|v| v.as_i64()).unwrap_or(0);
         if let Some(Value::Array(tl)) = b.remove("timelimit") {
-            headers.timelimit = [
-                tl.first().and_then(Value::as_f64),
-                tl.get(1).and_then(Value::as_f64),
-            ];
+            let num = |v: Option<&Value>| match v {
+                Some(Value::Number(n)) => Some(n.clone()),
+                _ => None,
+            };
+            headers.timelimit = [num(tl.first()), num(tl.get(1))];
         }
         let args = match b.remove("args") {
             Some(Value::Array(a)) => a,

@@ -343,7 +343,11 @@ async fn consume_loop(inner: Arc<Inner>) {
         }
         {
             let current = inner.queues.lock().expect("queues").clone();
-            if current != queues {
+            // Compare as sets: our local order is rotated for round robin.
+            let (mut a, mut b) = (current.clone(), queues.clone());
+            a.sort();
+            b.sort();
+            if a != b {
                 queues = current;
                 waiter = IdleWaiter::start(inner.broker.client().clone(), waiter_keys(&queues));
             }
@@ -670,7 +674,7 @@ async fn run_request(inner: &Arc<Inner>, id: &str) {
         m.children = Value::Null;
         store(inner, &meta_for(inner, &msg, m)).await;
     }
-    let [hard, soft] = msg.headers.timelimit;
+    let (hard, soft) = msg.headers.time_limits();
     let hard = hard
         .filter(|s| *s > 0.0)
         .map(Duration::from_secs_f64)
