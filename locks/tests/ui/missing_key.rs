@@ -1,0 +1,5 @@
+// The lock needs a name.
+#[locks::only_one(timeout = 30)]
+fn monitor() {}
+
+fn main() {}
