@@ -249,6 +249,7 @@ pub async fn run(
         inner.broker.declare_queue(&q).await?;
     }
     let pidbox = pidbox::start(inner.clone()).await?;
+
     let freq = inner.cfg.heartbeat.map_or(2.0, |d| d.as_secs_f64());
     inner
         .events
@@ -552,9 +553,28 @@ async fn dispatch_loop(inner: Arc<Inner>, mut ready: mpsc::UnboundedReceiver<Str
         }
         let inner = inner.clone();
         tokio::spawn(async move {
+            rate_limit_wait(&inner, &id).await;
             run_request(&inner, &id).await;
             drop(permit);
         });
+    }
+}
+
+/// Honour a `rate_limit` set for this task's name (a per-worker token bucket, like Celery's).
+async fn rate_limit_wait(inner: &Inner, id: &str) {
+    let name = match inner.state.held.lock().expect("held").get(id) {
+        Some(h) => h.msg.headers.task.clone(),
+        None => return,
+    };
+    let wait = inner
+        .state
+        .rate_limits
+        .lock()
+        .expect("rate limits")
+        .get_mut(&name)
+        .map(|r| r.book());
+    if let Some(w) = wait.filter(|w| !w.is_zero()) {
+        tokio::time::sleep(w).await;
     }
 }
 
@@ -675,6 +695,17 @@ async fn run_request(inner: &Arc<Inner>, id: &str) {
         store(inner, &meta_for(inner, &msg, m)).await;
     }
     let (hard, soft) = msg.headers.time_limits();
+    // `control time_limit` overrides the message's limits for this task name, as in Celery.
+    let (hard, soft) = match inner
+        .state
+        .time_limits
+        .lock()
+        .expect("time limits")
+        .get(&msg.headers.task)
+    {
+        Some(&(h, s)) => (h.or(hard), s.or(soft)),
+        None => (hard, soft),
+    };
     let hard = hard
         .filter(|s| *s > 0.0)
         .map(Duration::from_secs_f64)

@@ -1,25 +1,594 @@
-//! The remote-control (pidbox) server: placeholder that only keeps the worker's mailbox
-//! declared; commands are served by the control module.
+//! The remote-control (pidbox) server: answers `celery inspect`/`control`, Flower and
+//! `celeriac inspect/control` exactly as a Python worker does (`celery/worker/control.py`,
+//! `kombu/pidbox.py`).
+//!
+//! Requests arrive on the `celery.pidbox` fanout, which on Redis is `PSUBSCRIBE
+//! /<db>.celery.pidbox`; replies are LPUSHed to every queue bound to the `reply.celery.pidbox`
+//! exchange with the request's routing key (looked up in `_kombu.binding.reply.celery.pidbox`,
+//! as kombu's direct-exchange routing does), with the request's `ticket` in the headers.
+//! The subscription is re-established after a lost connection; bad requests are logged and
+//! dropped, and the worker keeps serving.
 
-use super::Inner;
+use super::events;
+use super::shutdown::Phase;
+use super::state::Phase as HeldPhase;
+use super::{Inner, store};
+use celeriac::protocol::control::ControlRequest;
+use celeriac::protocol::envelope::{DeliveryInfo, Envelope, Properties};
+use celeriac::protocol::{ExceptionInfo, ResultMeta, State as TaskState};
+use celeriac::transport::{keys, scripts};
+use futures_util::StreamExt;
+use redis::AsyncCommands;
+use serde_json::{Map, Value, json};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// kombu 5.7 refreshes bindings of expiring queues with a TTL of max(2 × x-expires, 1 h).
+const BINDING_TTL_MS: u64 = 3_600_000;
 
 /// A running pidbox server.
 #[derive(Debug)]
 pub struct Pidbox {
     task: tokio::task::JoinHandle<()>,
+    inner: Arc<Inner>,
 }
 
-/// Start serving control commands.
-pub async fn start(_inner: Arc<Inner>) -> std::io::Result<Pidbox> {
-    Ok(Pidbox {
-        task: tokio::spawn(async {}),
-    })
+/// Declare the mailbox and start serving control commands.
+pub async fn start(inner: Arc<Inner>) -> Result<Pidbox, celeriac::transport::TransportError> {
+    declare(&inner).await?;
+    // Subscribe before returning, so a request sent right after start-up is not missed.
+    let pubsub = subscribe(&inner).await?;
+    let task = tokio::spawn(serve(inner.clone(), Some(pubsub)));
+    Ok(Pidbox { task, inner })
 }
 
 impl Pidbox {
-    /// Stop serving and remove the mailbox binding.
+    /// Stop serving and remove the mailbox binding and keys, as a Python worker does on shutdown.
     pub async fn stop(self) {
         self.task.abort();
+        let node = &self.inner.cfg.node;
+        let member = keys::binding_member("", "", &keys::pidbox_queue(node));
+        let mut p = redis::pipe();
+        p.srem(keys::binding(keys::PIDBOX_EXCHANGE), &member)
+            .ignore();
+        p.srem(keys::binding_permanent(keys::PIDBOX_EXCHANGE), &member)
+            .ignore();
+        for k in keys::queue_keys(&keys::pidbox_queue(node)) {
+            p.del(k).ignore();
+        }
+        if let Err(e) = p.query_async::<()>(&mut self.inner.broker.conn()).await {
+            tracing::warn!(error = %e, "could not remove the pidbox binding");
+        }
     }
+}
+
+async fn declare(inner: &Inner) -> Result<(), celeriac::transport::TransportError> {
+    let member = keys::binding_member("", "", &keys::pidbox_queue(&inner.cfg.node));
+    let _: i64 = scripts::REFRESH_BINDING
+        .key(keys::binding(keys::PIDBOX_EXCHANGE))
+        .key(keys::BINDING_DEADLINES)
+        .arg(member)
+        .arg(keys::PIDBOX_EXCHANGE)
+        .arg(BINDING_TTL_MS)
+        .invoke_async(&mut inner.broker.conn())
+        .await?;
+    Ok(())
+}
+
+async fn subscribe(
+    inner: &Inner,
+) -> Result<redis::aio::PubSub, celeriac::transport::TransportError> {
+    let mut pubsub = inner.broker.client().get_async_pubsub().await?;
+    pubsub
+        .psubscribe(keys::pidbox_channel(inner.broker.db()))
+        .await?;
+    Ok(pubsub)
+}
+
+async fn serve(inner: Arc<Inner>, mut first: Option<redis::aio::PubSub>) {
+    let mut backoff = Duration::from_millis(100);
+    let mut last_refresh = tokio::time::Instant::now();
+    loop {
+        let pubsub = match first.take() {
+            Some(p) => p,
+            None => match subscribe(&inner).await {
+                Ok(p) => {
+                    tracing::info!("pidbox: subscription re-established");
+                    let _ = declare(&inner).await;
+                    backoff = Duration::from_millis(100);
+                    p
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "pidbox: cannot subscribe; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            },
+        };
+        let mut stream = pubsub.into_on_message();
+        loop {
+            let msg = tokio::select! {
+                m = stream.next() => m,
+                _ = tokio::time::sleep(Duration::from_secs(60)) => {
+                    if last_refresh.elapsed() > Duration::from_millis(BINDING_TTL_MS / 3) {
+                        let _ = declare(&inner).await;
+                        last_refresh = tokio::time::Instant::now();
+                    }
+                    continue;
+                }
+            };
+            let Some(msg) = msg else { break };
+            let payload = msg.get_payload_bytes().to_vec();
+            let inner = inner.clone();
+            tokio::spawn(async move { handle(&inner, &payload).await });
+        }
+        tracing::warn!("pidbox: subscription lost; reconnecting");
+    }
+}
+
+async fn handle(inner: &Arc<Inner>, payload: &[u8]) {
+    let env = match Envelope::decode(payload) {
+        Ok(e) => e,
+        Err(e) => {
+            return tracing::warn!(error = %e, "pidbox: ignoring a message that is not a kombu envelope");
+        }
+    };
+    if let Some(c) = env.headers.get("clock").and_then(Value::as_u64) {
+        inner.state.adjust(c);
+    }
+    let body = match env.body_json() {
+        Ok(b) => b,
+        Err(e) => {
+            return tracing::warn!(error = %e, "pidbox: ignoring a request with an unreadable body");
+        }
+    };
+    let req: ControlRequest = match serde_json::from_value(body) {
+        Ok(r) => r,
+        Err(e) => return tracing::warn!(error = %e, "pidbox: ignoring a malformed control request"),
+    };
+    if !req.addresses(&inner.cfg.node) {
+        return;
+    }
+    tracing::debug!(method = %req.method, "pidbox: request");
+    let reply = dispatch(inner, &req).await;
+    if let (Some(reply), Some(ticket), Some(reply_to)) = (reply, &req.ticket, &req.reply_to) {
+        let body = json!({ inner.cfg.node.clone(): reply });
+        if let Err(e) = send_reply(
+            inner,
+            &body,
+            ticket,
+            &reply_to.exchange,
+            &reply_to.routing_key,
+        )
+        .await
+        {
+            tracing::warn!(error = %e, "pidbox: could not send a reply");
+        }
+    }
+}
+
+/// Publish a reply to a direct exchange the way kombu routes it: every bound queue whose
+/// routing key equals ours gets an LPUSH.
+async fn send_reply(
+    inner: &Inner,
+    body: &Value,
+    ticket: &str,
+    exchange: &str,
+    routing_key: &str,
+) -> redis::RedisResult<()> {
+    let mut headers = Map::new();
+    headers.insert("ticket".into(), json!(ticket));
+    headers.insert("clock".into(), json!(inner.state.tick()));
+    let props = Properties {
+        delivery_mode: 1,
+        delivery_info: DeliveryInfo {
+            exchange: exchange.into(),
+            routing_key: routing_key.into(),
+            extra: Map::new(),
+        },
+        priority: 0,
+        body_encoding: Some("base64".into()),
+        delivery_tag: uuid::Uuid::new_v4().to_string(),
+        ..Default::default()
+    };
+    let raw = Envelope::with_json_body(body, headers, props).encode();
+    let mut conn = inner.broker.conn();
+    let members: Vec<String> = conn.smembers(keys::binding(exchange)).await?;
+    for m in members {
+        if let Some((rk, _, queue)) = keys::parse_binding_member(&m)
+            && rk == routing_key
+        {
+            let _: i64 = conn.lpush(queue, &raw).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Run one command; `None` means no reply (shutdown, casts that return nothing).
+async fn dispatch(inner: &Arc<Inner>, req: &ControlRequest) -> Option<Value> {
+    let args = &req.arguments;
+    let s = &inner.state;
+    let node = &inner.cfg.node;
+    Some(match req.method.as_str() {
+        "ping" => json!({"ok": "pong"}),
+        "shutdown" => {
+            tracing::warn!("Got shutdown from remote");
+            inner.shutdown.escalate(Phase::Warm);
+            return None;
+        }
+        "revoke" => {
+            revoke(
+                inner,
+                args.get("task_id"),
+                args.get("terminate")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false),
+                args.get("signal"),
+            )
+            .await
+        }
+        "terminate" => revoke(inner, args.get("task_id"), true, args.get("signal")).await,
+        "active" => json!(s.infos(|p| matches!(p, HeldPhase::Active { .. }))),
+        "reserved" => json!(s.infos(|p| matches!(p, HeldPhase::Reserved))),
+        "scheduled" => json!(s.scheduled()),
+        "revoked" => json!(s.revoked.lock().expect("revoked").list()),
+        "registered" | "dump_tasks" => {
+            let mut names = inner.registry.names();
+            let limits = s.rate_limits.lock().expect("rate limits");
+            for n in &mut names {
+                if let Some(r) = limits.get(n) {
+                    *n = format!("{n} [rate_limit={}]", r.spec);
+                }
+            }
+            json!(names)
+        }
+        "query_task" => {
+            let ids: Vec<String> = match args.get("ids") {
+                Some(Value::String(one)) => vec![one.clone()],
+                Some(Value::Array(a)) => a
+                    .iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect(),
+                _ => vec![],
+            };
+            let held = s.held.lock().expect("held");
+            let mut out = Map::new();
+            for id in ids {
+                if let Some(h) = held.get(&id) {
+                    let state = match h.phase {
+                        HeldPhase::Active { .. } => "active",
+                        HeldPhase::Reserved => "reserved",
+                        HeldPhase::Scheduled { .. } => "scheduled",
+                    };
+                    out.insert(id, json!([state, h.info(node)]));
+                }
+            }
+            Value::Object(out)
+        }
+        "stats" => stats(inner),
+        "active_queues" => json!(
+            inner
+                .queues
+                .lock()
+                .expect("queues")
+                .iter()
+                .map(|q| queue_info(q))
+                .collect::<Vec<_>>()
+        ),
+        "conf" => conf(inner),
+        "clock" => json!({"clock": s.clock()}),
+        "report" => json!({"ok": format!(
+            "software -> celeriac:{} (rust)\nplatform -> system:Linux\nbroker: {}\nnode: {node}",
+            celeriac::VERSION,
+            inner.broker.url().redacted()
+        )}),
+        "heartbeat" => {
+            let freq = inner.cfg.heartbeat.map_or(2.0, |d| d.as_secs_f64());
+            inner
+                .events
+                .send("worker-heartbeat", inner.events.worker_fields(freq));
+            Value::Null
+        }
+        "enable_events" => {
+            if inner.events.set_task_events(true) {
+                json!({"ok": "task events enabled"})
+            } else {
+                json!({"ok": "task events already enabled"})
+            }
+        }
+        "disable_events" => {
+            if inner.events.set_task_events(false) {
+                json!({"ok": "task events disabled"})
+            } else {
+                json!({"ok": "task events already disabled"})
+            }
+        }
+        "hello" => {
+            let from = args.get("from_node").and_then(Value::as_str).unwrap_or("");
+            if from == node {
+                Value::Null
+            } else {
+                let mut rev = s.revoked.lock().expect("revoked");
+                match args.get("revoked") {
+                    Some(Value::Array(ids)) => ids
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .for_each(|id| rev.add(id)),
+                    Some(Value::Object(ids)) => ids.keys().for_each(|id| rev.add(id)),
+                    _ => {}
+                }
+                json!({"revoked": rev.list(), "clock": s.clock()})
+            }
+        }
+        "rate_limit" => {
+            let name = args.get("task_name").and_then(Value::as_str).unwrap_or("");
+            if inner.registry.get(name).is_none() {
+                json!({"error": "unknown task"})
+            } else {
+                match args.get("rate_limit") {
+                    None | Some(Value::Null) => {
+                        s.rate_limits.lock().expect("rate limits").remove(name);
+                        json!({"ok": "rate limit disabled successfully"})
+                    }
+                    Some(v) => {
+                        let spec = match v {
+                            Value::String(t) => t.clone(),
+                            other => other.to_string(),
+                        };
+                        match super::state::RateLimit::parse(&spec) {
+                            Some(r) if r.per_second == 0.0 => {
+                                s.rate_limits.lock().expect("rate limits").remove(name);
+                                json!({"ok": "rate limit disabled successfully"})
+                            }
+                            Some(r) => {
+                                s.rate_limits
+                                    .lock()
+                                    .expect("rate limits")
+                                    .insert(name.to_string(), r);
+                                json!({"ok": "new rate limit set successfully"})
+                            }
+                            None => {
+                                json!({"error": format!("Invalid rate limit string: {spec:?}")})
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        "time_limit" => {
+            let name = args.get("task_name").and_then(Value::as_str).unwrap_or("");
+            if inner.registry.get(name).is_none() {
+                json!({"error": "unknown task"})
+            } else {
+                let hard = args.get("hard").and_then(Value::as_f64);
+                let soft = args.get("soft").and_then(Value::as_f64);
+                s.time_limits
+                    .lock()
+                    .expect("time limits")
+                    .insert(name.to_string(), (hard, soft));
+                json!({"ok": "time limits set successfully"})
+            }
+        }
+        "add_consumer" => {
+            let Some(q) = args
+                .get("queue")
+                .and_then(Value::as_str)
+                .filter(|q| !q.is_empty())
+            else {
+                return Some(json!({"error": "KeyError('queue')"}));
+            };
+            let added = {
+                let mut qs = inner.queues.lock().expect("queues");
+                if qs.iter().any(|x| x == q) {
+                    false
+                } else {
+                    qs.push(q.to_string());
+                    true
+                }
+            };
+            if added {
+                let _ = inner.broker.declare_queue(q).await;
+                inner.queues_changed.notify_waiters();
+                json!({"ok": format!("add consumer {q}")})
+            } else {
+                json!({"ok": format!("already consuming from '{q}'")})
+            }
+        }
+        "cancel_consumer" => {
+            let q = args.get("queue").and_then(Value::as_str).unwrap_or("");
+            inner.queues.lock().expect("queues").retain(|x| x != q);
+            inner.queues_changed.notify_waiters();
+            json!({"ok": format!("no longer consuming from {q}")})
+        }
+        other => json!({"error": format!("KeyError('{other}')")}),
+    })
+}
+
+/// Python's repr of a set of strings: `{'a', 'b'}`.
+fn set_repr(ids: &[String]) -> String {
+    let inner: Vec<String> = ids.iter().map(|i| format!("'{i}'")).collect();
+    format!("{{{}}}", inner.join(", "))
+}
+
+async fn revoke(
+    inner: &Arc<Inner>,
+    task_id: Option<&Value>,
+    terminate: bool,
+    signal: Option<&Value>,
+) -> Value {
+    let ids: Vec<String> = match task_id {
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(a)) if a.iter().all(Value::is_string) => a
+            .iter()
+            .filter_map(|v| v.as_str().map(String::from))
+            .collect(),
+        Some(other) => {
+            tracing::warn!(task_id = %other, "revoke with a malformed task id");
+            return json!({"error": format!("TypeError('task_id must be a string or a list of strings, not {other}')")});
+        }
+        None => {
+            return json!({"error": "TypeError(\"revoke() missing 1 required positional argument: 'task_id'\")"});
+        }
+    };
+    {
+        let mut rev = inner.state.revoked.lock().expect("revoked");
+        for id in &ids {
+            rev.add(id);
+        }
+    }
+    // 5.7 writes REVOKED right away for tasks that are not running here and not finished.
+    for id in &ids {
+        let running = inner
+            .state
+            .held
+            .lock()
+            .expect("held")
+            .get(id)
+            .is_some_and(|h| matches!(h.phase, HeldPhase::Active { .. }));
+        if running {
+            continue;
+        }
+        if let Ok(
+            TaskState::Pending | TaskState::Received | TaskState::Retry | TaskState::Rejected,
+        ) = inner.backend.state(id).await
+        {
+            let mut meta = ResultMeta::exception(
+                id,
+                TaskState::Revoked,
+                &ExceptionInfo::revoked("revoked"),
+                None,
+            );
+            meta.children = Value::Null;
+            store(inner, &meta).await;
+        }
+    }
+    if !terminate {
+        return json!({"ok": format!("tasks {} flagged as revoked", set_repr(&ids))});
+    }
+    let sig = match signal {
+        Some(Value::String(s)) => super::pool::parse_signal(s).unwrap_or(libc::SIGTERM),
+        Some(Value::Number(n)) => n.as_i64().map_or(libc::SIGTERM, |n| n as i32),
+        _ => libc::SIGTERM,
+    };
+    let mut terminated = Vec::new();
+    {
+        let held = inner.state.held.lock().expect("held");
+        for id in &ids {
+            if let Some(h) = held.get(id)
+                && matches!(h.phase, HeldPhase::Active { .. })
+                && let Some(tx) = &h.terminate
+                && tx.send(sig).is_ok()
+            {
+                terminated.push(id.clone());
+            }
+        }
+    }
+    if terminated.is_empty() {
+        json!({"ok": "terminate: tasks unknown"})
+    } else {
+        json!({"ok": format!("terminate: {}", terminated.join(", "))})
+    }
+}
+
+fn queue_info(q: &str) -> Value {
+    json!({
+        "name": q,
+        "exchange": {"name": q, "type": "direct", "arguments": null, "durable": true, "passive": false,
+                     "auto_delete": false, "delivery_mode": null, "no_declare": false},
+        "routing_key": q, "queue_arguments": null, "binding_arguments": null, "consumer_arguments": null,
+        "durable": true, "exclusive": false, "auto_delete": false, "no_ack": false, "alias": null,
+        "bindings": [], "no_declare": null, "expires": null, "message_ttl": null, "max_length": null,
+        "max_length_bytes": null, "max_priority": null
+    })
+}
+
+fn rusage() -> Value {
+    // SAFETY: getrusage fills a zeroed struct we own.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    json!({
+        "utime": tv(ru.ru_utime), "stime": tv(ru.ru_stime), "maxrss": ru.ru_maxrss, "ixrss": ru.ru_ixrss,
+        "idrss": ru.ru_idrss, "isrss": ru.ru_isrss, "minflt": ru.ru_minflt, "majflt": ru.ru_majflt,
+        "nswap": ru.ru_nswap, "inblock": ru.ru_inblock, "oublock": ru.ru_oublock, "msgsnd": ru.ru_msgsnd,
+        "msgrcv": ru.ru_msgrcv, "nsignals": ru.ru_nsignals, "nvcsw": ru.ru_nvcsw, "nivcsw": ru.ru_nivcsw
+    })
+}
+
+fn stats(inner: &Inner) -> Value {
+    let s = &inner.state;
+    let cfg = &inner.cfg;
+    let url = inner.broker.url();
+    let (host, port) = match url.info.addr() {
+        redis::ConnectionAddr::Tcp(h, p)
+        | redis::ConnectionAddr::TcpTls {
+            host: h, port: p, ..
+        } => (h.clone(), *p),
+        other => (format!("{other:?}"), 0),
+    };
+    let (implementation, mtpc) = match cfg.pool {
+        super::PoolMode::InProcess => ("celeriac.pool:InProcess", json!("N/A")),
+        super::PoolMode::Children {
+            max_tasks_per_child: 0,
+        } => ("celeriac.pool:ChildProcesses", json!("N/A")),
+        super::PoolMode::Children {
+            max_tasks_per_child: n,
+        } => ("celeriac.pool:ChildProcesses", json!(n)),
+    };
+    json!({
+        "total": *s.totals.lock().expect("totals"),
+        "pid": s.pid,
+        "clock": s.clock().to_string(),
+        "uptime": s.started.elapsed().as_secs(),
+        "pool": {
+            "implementation": implementation,
+            "max-concurrency": cfg.concurrency,
+            "processes": inner.executor.pids(),
+            "max-tasks-per-child": mtpc,
+            "put-guarded-by-semaphore": false,
+            "timeouts": [cfg.soft_time_limit.map_or(0.0, |d| d.as_secs_f64()), cfg.time_limit.map_or(0.0, |d| d.as_secs_f64())],
+            "writes": {"total": s.processed.load(Ordering::Relaxed), "avg": "100.00%", "all": "100.00%", "raw": "", "strategy": "fair", "inqueues": {"total": cfg.concurrency, "active": s.active_count()}},
+        },
+        "broker": {
+            "hostname": host, "userid": url.info.redis_settings().username(), "virtual_host": url.db().to_string(),
+            "port": port, "insist": false,
+            "ssl": matches!(url.info.addr(), redis::ConnectionAddr::TcpTls { .. }),
+            "transport": "redis", "connect_timeout": 4, "transport_options": {"visibility_timeout": cfg.visibility_timeout.as_secs_f64()},
+            "login_method": null, "uri_prefix": null, "heartbeat": 120.0, "failover_strategy": "round-robin",
+            "alternates": [], "credential_provider": null
+        },
+        "prefetch_count": cfg.prefetch + s.held.lock().expect("held").values().filter(|h| matches!(h.phase, HeldPhase::Scheduled { .. })).count(),
+        "rusage": rusage(),
+        "sw_ident": celeriac::protocol::event::SW_IDENT,
+        "sw_ver": celeriac::VERSION,
+        "loadavg": events::loadavg(),
+    })
+}
+
+fn conf(inner: &Inner) -> Value {
+    let cfg = &inner.cfg;
+    let secs = |d: Option<Duration>| d.map(|d| json!(d.as_secs_f64())).unwrap_or(Value::Null);
+    json!({
+        "broker_url": celeriac::url::redact(&cfg.broker_url),
+        "result_backend": celeriac::url::redact(&cfg.backend_url),
+        "task_acks_late": cfg.acks_late,
+        "task_reject_on_worker_lost": cfg.reject_on_worker_lost,
+        "task_acks_on_failure_or_timeout": cfg.acks_on_failure_or_timeout,
+        "task_time_limit": secs(cfg.time_limit),
+        "task_soft_time_limit": secs(cfg.soft_time_limit),
+        "task_track_started": cfg.track_started,
+        "result_extended": cfg.result_extended,
+        "result_expires": cfg.result_expires.as_secs(),
+        "worker_concurrency": cfg.concurrency,
+        "worker_prefetch_multiplier": if cfg.concurrency > 0 { cfg.prefetch / cfg.concurrency } else { 0 },
+        "worker_max_tasks_per_child": match cfg.pool { super::PoolMode::Children { max_tasks_per_child } if max_tasks_per_child > 0 => json!(max_tasks_per_child), _ => Value::Null },
+        "worker_send_task_events": inner.events.task_events_enabled(),
+        "broker_transport_options": {"visibility_timeout": cfg.visibility_timeout.as_secs_f64()},
+        "task_default_queue": keys::DEFAULT_QUEUE,
+        "celeriac_lease": cfg.lease.as_secs_f64(),
+        "celeriac_max_message_size": cfg.max_message_size,
+        "deprecated_settings": null,
+    })
 }

@@ -2,7 +2,7 @@
 //! pidbox server and the heartbeat: requests it holds (reserved, scheduled, active), the
 //! revoked set, counters and the Lamport clock. Answers `inspect active/reserved/...`.
 
-use celeriac::protocol::{TaskMessage, pyrepr, time};
+use celeriac::protocol::{TaskMessage, pyrepr};
 use celeriac::transport::Delivery;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -149,6 +149,51 @@ pub struct State {
     pub revoked: Mutex<Revoked>,
     /// Start time (for `stats.uptime`).
     pub started: Instant,
+    /// Per-task rate limits set by `rate_limit`.
+    pub rate_limits: Mutex<HashMap<String, RateLimit>>,
+    /// Per-task `(hard, soft)` time limits set by `time_limit`.
+    pub time_limits: Mutex<HashMap<String, (Option<f64>, Option<f64>)>>,
+}
+
+/// A per-worker token bucket for one task name (Celery's `rate_limit`, e.g. `10/m`).
+#[derive(Debug, Clone)]
+pub struct RateLimit {
+    /// The spec as given.
+    pub spec: String,
+    /// Tasks per second (0 = no limit).
+    pub per_second: f64,
+    /// Earliest time the next task may start.
+    pub next: Option<Instant>,
+}
+
+impl RateLimit {
+    /// Parse `10`, `10/s`, `10/m`, `10/h`.
+    pub fn parse(spec: &str) -> Option<Self> {
+        let (n, unit) = spec.trim().split_once('/').unwrap_or((spec.trim(), "s"));
+        let n: f64 = n.trim().parse().ok()?;
+        let per = match unit.trim() {
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return None,
+        };
+        (n >= 0.0).then(|| RateLimit {
+            spec: spec.to_string(),
+            per_second: n / per,
+            next: None,
+        })
+    }
+
+    /// How long to wait before the next task may start, and book that slot.
+    pub fn book(&mut self) -> Duration {
+        if self.per_second <= 0.0 {
+            return Duration::ZERO;
+        }
+        let now = Instant::now();
+        let at = self.next.filter(|t| *t > now).unwrap_or(now);
+        self.next = Some(at + Duration::from_secs_f64(1.0 / self.per_second));
+        at - now
+    }
 }
 
 impl State {
@@ -165,6 +210,8 @@ impl State {
             released: Notify::new(),
             revoked: Mutex::new(Revoked::new()),
             started: Instant::now(),
+            rate_limits: Mutex::new(HashMap::new()),
+            time_limits: Mutex::new(HashMap::new()),
         }
     }
 
@@ -331,9 +378,4 @@ pub fn received_fields(msg: &TaskMessage) -> serde_json::Map<String, Value> {
     m.insert("eta".into(), json!(h.eta));
     m.insert("expires".into(), json!(h.expires));
     m
-}
-
-/// Unix time now (re-exported for the runtime).
-pub fn now() -> f64 {
-    time::unix_now()
 }
