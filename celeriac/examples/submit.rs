@@ -10,15 +10,25 @@ use std::time::{Duration, Instant};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let n: usize = std::env::args().nth(1).map(|s| s.parse()).transpose()?.unwrap_or(100);
-    let broker = std::env::var("CELERY_BROKER_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into());
+    let n: usize = std::env::args()
+        .nth(1)
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(100);
+    let broker =
+        std::env::var("CELERY_BROKER_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into());
     let backend = std::env::var("CELERY_RESULT_BACKEND").unwrap_or_else(|_| broker.clone());
     let client = Client::connect(&broker, &backend).await?;
     let start = Instant::now();
     let mut pending = Vec::with_capacity(n);
     for i in 0..n {
         let r = client
-            .send_task("shared_tasks.add", vec![json!(i), json!(1000)], Default::default(), SendOptions::default())
+            .send_task(
+                "shared_tasks.add",
+                vec![json!(i), json!(1000)],
+                Default::default(),
+                SendOptions::default(),
+            )
             .await?;
         pending.push((i, r));
     }
@@ -32,6 +42,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     let secs = start.elapsed().as_secs_f64();
-    println!("rust client: {ok}/{n} results in {secs:.3}s ({:.0} tasks/s)", n as f64 / secs);
+    println!(
+        "rust client: {ok}/{n} results in {secs:.3}s ({:.0} tasks/s)",
+        n as f64 / secs
+    );
     Ok(())
 }

@@ -74,6 +74,22 @@ async fn run(cli: Cli) -> Result<u8> {
             result(r, &backend_url).await
         }
         Command::Child(_) => unreachable!("handled before the runtime starts"),
+        other => {
+            init_cli_logging(&cli.cli_loglevel);
+            let broker = cli.broker.as_str();
+            match other {
+                Command::Purge(a) => cli::ops::purge(a, broker, &backend_url).await,
+                Command::Control(c) => cli::ops::control_cmd(c, broker).await,
+                Command::Inspect(a) => cli::ops::inspect(a, broker).await,
+                Command::Status(a) => cli::ops::status(a, broker).await,
+                Command::Events(a) => cli::ops::events(a, broker).await,
+                Command::Summary(a) => cli::ops::summary(a, broker).await,
+                Command::Jobs(a) => cli::ops::jobs(a, broker, &backend_url).await,
+                Command::Job(a) => cli::ops::job(a, broker, &backend_url).await,
+                Command::Dead(c) => cli::ops::dead(c, broker).await,
+                _ => unreachable!("matched above"),
+            }
+        }
     }
 }
 

@@ -2,6 +2,8 @@
 //! way `AsyncResult.get()` does. Messages carry every field a Python 5.5/5.7 worker needs
 //! (all 19 v2 headers, `delivery_info`, `delivery_tag`, `body_encoding`, `priority`).
 
+pub mod control;
+
 use crate::backend::{Backend, BackendError};
 use crate::protocol::{ExceptionInfo, ResultMeta, State, TaskMessage, time};
 use crate::transport::{Broker, TransportError, keys};

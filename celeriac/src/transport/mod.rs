@@ -340,6 +340,41 @@ impl Broker {
         Ok(restored)
     }
 
+    /// Remove every message of `queue` (all four priority lists) and return them.
+    pub async fn purge(&self, queue: &str) -> Result<Vec<Vec<u8>>> {
+        let mut inv = scripts::PURGE.prepare_invoke();
+        for k in keys::queue_keys(queue) {
+            inv.key(k);
+        }
+        Ok(inv.invoke_async(&mut self.conn.clone()).await?)
+    }
+
+    /// Unacked entries as `(tag, [envelope, exchange, routing_key] bytes)`, read with HSCAN.
+    pub async fn unacked_entries(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        let mut conn = self.conn.clone();
+        let mut out = Vec::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, page): (u64, Vec<(String, Vec<u8>)>) = redis::cmd("HSCAN")
+                .arg(keys::UNACKED)
+                .arg(cursor)
+                .arg("COUNT")
+                .arg(500)
+                .query_async(&mut conn)
+                .await?;
+            out.extend(page);
+            if next == 0 {
+                return Ok(out);
+            }
+            cursor = next;
+        }
+    }
+
+    /// Remove one unacked entry without requeueing it (purge of a reserved message).
+    pub async fn drop_unacked(&self, tag: &str) -> Result<()> {
+        self.ack(tag).await
+    }
+
     /// Length of every list of `queue` (sum over priorities).
     pub async fn queue_len(&self, queue: &str) -> Result<usize> {
         let mut p = redis::pipe();

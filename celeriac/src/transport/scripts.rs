@@ -160,3 +160,21 @@ return 1
 "#,
     )
 });
+
+/// Purge: take every message off the given lists and delete them, atomically, returning the
+/// messages (so the caller can tell waiting clients their tasks are gone). Celery's purge is
+/// `LLEN` + `DEL` in one MULTI; this removes exactly the same messages.
+/// KEYS: the lists. Returns a flat array of messages.
+pub static PURGE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local out = {}
+for _, k in ipairs(KEYS) do
+  local items = redis.call('LRANGE', k, 0, -1)
+  for _, m in ipairs(items) do out[#out + 1] = m end
+  redis.call('DEL', k)
+end
+return out
+"#,
+    )
+});

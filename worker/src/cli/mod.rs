@@ -3,6 +3,8 @@
 //!
 //! Both `-lINFO` and `-l info`, `--opt=value` and `--opt value` parse, as with Celery.
 
+pub mod ops;
+
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
@@ -60,6 +62,26 @@ pub enum Command {
     Call(CallArgs),
     /// Wait for and print a task's result as JSON; a failed task exits non-zero.
     Result(ResultArgs),
+    /// Remove every message from the task queues (and wake waiters with REVOKED).
+    Purge(ops::PurgeArgs),
+    /// Remote control: shutdown, revoke, rate_limit, time_limit, add/cancel consumer.
+    #[command(subcommand)]
+    Control(ops::ControlCmd),
+    /// Ask workers about themselves (ping, active, stats, ...).
+    Inspect(ops::InspectArgs),
+    /// One line per live worker node (from heartbeats).
+    Status(ops::StatusArgs),
+    /// Live view of worker and task events.
+    Events(ops::EventsArgs),
+    /// Queues, unacked messages, live workers and dead letters at a glance.
+    Summary(ops::JsonFlag),
+    /// List tasks by state.
+    Jobs(ops::JobsArgs),
+    /// Where one task is now and what became of it.
+    Job(ops::JobArgs),
+    /// The dead-letter list: list, show, requeue, purge.
+    #[command(subcommand)]
+    Dead(ops::DeadCmd),
     /// Internal: a task-executing child process (spawned by the worker).
     #[command(name = "__child", hide = true)]
     Child(ChildArgs),

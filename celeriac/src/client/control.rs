@@ -1,0 +1,156 @@
+//! The remote-control client: broadcast a pidbox command and collect the replies, as
+//! `celery inspect`/`celery control` do (`kombu/pidbox.py` `Mailbox._broadcast`), plus a
+//! receiver for the event stream (`celery events`).
+//!
+//! A reply queue `<oid>.reply.celery.pidbox` is bound to `reply.celery.pidbox` *before* the
+//! request is published (otherwise workers drop the reply); replies are collected until
+//! `limit` arrived (the number of destinations, when given) or no reply came for `timeout`;
+//! the binding and queue are removed afterwards.
+
+use crate::protocol::control::{ControlRequest, ReplyTo};
+use crate::protocol::envelope::{DeliveryInfo, Envelope, Properties};
+use crate::transport::{Broker, TransportError, keys, scripts};
+use futures_util::StreamExt;
+use redis::AsyncCommands;
+use serde_json::{Map, Value, json};
+use std::time::Duration;
+
+/// One node's reply.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    /// Node name.
+    pub node: String,
+    /// Its answer.
+    pub value: Value,
+}
+
+/// Broadcast `method` with `arguments` to `destination` (all nodes when empty) and collect
+/// replies. `timeout` is the wait for each next reply, like Celery's `timeout=1.0`.
+pub async fn broadcast(
+    broker: &Broker,
+    method: &str,
+    arguments: Map<String, Value>,
+    destination: &[String],
+    timeout: Duration,
+    want_reply: bool,
+) -> Result<Vec<Reply>, TransportError> {
+    let mut conn = broker.conn();
+    let oid = uuid::Uuid::new_v4().to_string();
+    let reply_queue = keys::reply_queue(&oid);
+    let member = keys::binding_member(&oid, "", &reply_queue);
+    let ticket = uuid::Uuid::new_v4().to_string();
+    if want_reply {
+        let _: i64 = scripts::REFRESH_BINDING
+            .key(keys::binding(keys::REPLY_EXCHANGE))
+            .key(keys::BINDING_DEADLINES)
+            .arg(&member)
+            .arg(keys::REPLY_EXCHANGE)
+            .arg(3_600_000u64)
+            .invoke_async(&mut conn)
+            .await?;
+    }
+    let req = ControlRequest {
+        method: method.into(),
+        arguments,
+        destination: (!destination.is_empty()).then(|| destination.to_vec()),
+        pattern: None,
+        matcher: None,
+        ticket: want_reply.then(|| ticket.clone()),
+        reply_to: want_reply.then(|| ReplyTo {
+            exchange: keys::REPLY_EXCHANGE.into(),
+            routing_key: oid.clone(),
+        }),
+    };
+    let mut headers = Map::new();
+    headers.insert("clock".into(), json!(1));
+    headers.insert(
+        "expires".into(),
+        json!(crate::protocol::time::unix_now() + timeout.as_secs_f64()),
+    );
+    let props = Properties {
+        delivery_mode: 2,
+        delivery_info: DeliveryInfo {
+            exchange: keys::PIDBOX_EXCHANGE.into(),
+            routing_key: String::new(),
+            extra: Map::new(),
+        },
+        priority: 0,
+        body_encoding: Some("base64".into()),
+        delivery_tag: uuid::Uuid::new_v4().to_string(),
+        ..Default::default()
+    };
+    let env = Envelope::with_json_body(
+        &serde_json::to_value(&req).expect("request serializes"),
+        headers,
+        props,
+    );
+    let _: i64 = conn
+        .publish(keys::pidbox_channel(broker.db()), env.encode())
+        .await?;
+    if !want_reply {
+        return Ok(vec![]);
+    }
+    let mut replies = Vec::new();
+    let limit = (!destination.is_empty()).then_some(destination.len());
+    // A dedicated connection for the blocking pops.
+    let mut bconn = broker
+        .client()
+        .get_multiplexed_async_connection_with_config(
+            &redis::AsyncConnectionConfig::new()
+                .set_response_timeout(Some(timeout + Duration::from_secs(5))),
+        )
+        .await?;
+    let keys_ = keys::queue_keys(&reply_queue);
+    loop {
+        if limit.is_some_and(|l| replies.len() >= l) {
+            break;
+        }
+        let popped: Option<(String, Vec<u8>)> = redis::cmd("BRPOP")
+            .arg(&keys_[..])
+            .arg(timeout.as_secs_f64())
+            .query_async(&mut bconn)
+            .await?;
+        let Some((_, raw)) = popped else { break };
+        let Ok(env) = Envelope::decode(&raw) else {
+            continue;
+        };
+        if env.headers.get("ticket").and_then(Value::as_str) != Some(ticket.as_str()) {
+            continue;
+        }
+        if let Ok(Value::Object(body)) = env.body_json() {
+            for (node, value) in body {
+                replies.push(Reply { node, value });
+            }
+        }
+    }
+    let mut p = redis::pipe();
+    p.srem(keys::binding(keys::REPLY_EXCHANGE), &member)
+        .ignore();
+    p.srem(keys::binding_permanent(keys::REPLY_EXCHANGE), &member)
+        .ignore();
+    for k in keys_ {
+        p.del(k).ignore();
+    }
+    p.query_async::<()>(&mut conn).await?;
+    Ok(replies)
+}
+
+/// A live stream of events (`PSUBSCRIBE /<db>.celeryev/*`), each batch of `task.multi`
+/// flattened into single events.
+pub async fn events(
+    broker: &Broker,
+) -> Result<impl futures_util::Stream<Item = Value> + use<>, TransportError> {
+    let mut pubsub = broker.client().get_async_pubsub().await?;
+    pubsub.psubscribe(keys::event_pattern(broker.db())).await?;
+    Ok(pubsub.into_on_message().flat_map(|msg| {
+        let events: Vec<Value> = Envelope::decode(msg.get_payload_bytes())
+            .ok()
+            .and_then(|e| e.body_json().ok())
+            .map(|b| match b {
+                Value::Array(list) => list,
+                one => vec![one],
+            })
+            .unwrap_or_default();
+        futures_util::stream::iter(events)
+    }))
+}
