@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # S6 benchmark: uncontended acquire+release cycles per second of one lock on one
-# connection, celeriac (`locks`, release build) vs redis-py (in .venv), in one run, next to
+# connection, celeriac (`locks`, release build; blocking API like redis-py's, and the async
+# API for reference) vs redis-py (in .venv), in one run, next to
 # the two-round-trip limit measured with redis-benchmark on the same server:
 #   limit = 1 / (1/rps(SET k v PX 30000 NX) + 1/rps(EVAL compare-and-delete))   at -c 1
 # i.e. the best any client can do with one acquire and one release per cycle.
@@ -36,25 +37,27 @@ rb_rps() { # redis-benchmark at one connection; prints requests/s
     | python3 -c 'import csv, sys; print(list(csv.reader(sys.stdin))[-1][1])'
 }
 
-rust=() py=() limit=()
+rust=() rust_async=() py=() limit=()
 for i in $(seq 1 "$ROUNDS"); do
-  r=$("$BENCH" bench "$url" "$SECS" | sed 's/.*"per_sec":\([0-9.]*\).*/\1/')
+  r=$("$BENCH" bench "$url" "$SECS" blocking | sed 's/.*"per_sec":\([0-9.]*\).*/\1/')
+  a=$("$BENCH" bench "$url" "$SECS" async | sed 's/.*"per_sec":\([0-9.]*\).*/\1/')
   p=$("$PY" tests/py/locks_bench.py "$url" "$SECS" | sed 's/.*"per_sec": \([0-9.]*\).*/\1/')
   n=$(python3 -c "print(int(20000 * $SECS / 3))")
   set_rps=$(rb_rps "$n" SET lockbench-rb tok PX 30000 NX)
   rel_rps=$(rb_rps "$n" EVAL "$release_lua" 1 lockbench-rb tok)
   l=$(python3 -c "print(round(1 / (1 / $set_rps + 1 / $rel_rps), 1))")
-  printf 'round %d: celeriac %s/s  redis-py %s/s  two-RTT limit %s/s (SET NX PX %s/s, release %s/s)\n' \
-    "$i" "$r" "$p" "$l" "$set_rps" "$rel_rps"
-  rust+=("$r") py+=("$p") limit+=("$l")
+  printf 'round %d: celeriac %s/s (async %s/s)  redis-py %s/s  two-RTT limit %s/s (SET NX PX %s/s, release %s/s)\n' \
+    "$i" "$r" "$a" "$p" "$l" "$set_rps" "$rel_rps"
+  rust+=("$r") rust_async+=("$a") py+=("$p") limit+=("$l")
 done
 
-python3 - "${rust[*]}" "${py[*]}" "${limit[*]}" <<'PYEOF'
+python3 - "${rust[*]}" "${py[*]}" "${limit[*]}" "${rust_async[*]}" <<'PYEOF'
 import statistics, sys
-rust, py, limit = ([float(x) for x in a.split()] for a in sys.argv[1:4])
+rust, py, limit, asy = ([float(x) for x in a.split()] for a in sys.argv[1:5])
 r, p, l = statistics.median(rust), statistics.median(py), statistics.median(limit)
 print()
 print(f"median cycles/s   celeriac {r:,.0f}   redis-py {p:,.0f}   two-round-trip limit {l:,.0f}")
+print(f"                  celeriac async API {statistics.median(asy):,.0f}")
 print(f"celeriac / redis-py       {r / p:.2f}x   (target >= 2x)")
 print(f"celeriac / limit          {100 * r / l:.0f}%   (target >= 80%)")
 print(f"redis-py / limit          {100 * p / l:.0f}%")

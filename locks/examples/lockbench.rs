@@ -3,8 +3,10 @@
 //! API with no runtime of their own).
 //!
 //! ```text
-//! lockbench bench URL SECONDS          uncontended acquire+release cycles on one connection;
-//!                                      prints one JSON line {"cycles":..,"secs":..,"per_sec":..}
+//! lockbench bench URL SECONDS [blocking|async]
+//!                                      uncontended acquire+release cycles on one connection
+//!                                      (blocking API by default, like redis-py's); prints one
+//!                                      JSON line {"cycles":..,"secs":..,"per_sec":..}
 //! lockbench contend URL NAME N         N acquisitions of NAME, each doing a non-atomic
 //!                                      read-modify-write of NAME:counter and counting overlaps
 //! lockbench hold URL NAME              take NAME (no TTL), print "held <token>", sleep for ever
@@ -17,7 +19,14 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let a = |i: usize| args.get(i).map(String::as_str).unwrap_or_else(|| usage());
     match a(0) {
-        "bench" => bench(a(1), a(2).parse().unwrap_or_else(|_| usage())),
+        "bench" => {
+            let secs = a(2).parse().unwrap_or_else(|_| usage());
+            match args.get(3).map(String::as_str).unwrap_or("blocking") {
+                "blocking" => bench_blocking(a(1), secs),
+                "async" => bench(a(1), secs),
+                _ => usage(),
+            }
+        }
         "contend" => contend(a(1), a(2), a(3).parse().unwrap_or_else(|_| usage())),
         "hold" => hold(a(1), a(2)),
         "locked-sleep" => {
@@ -42,8 +51,38 @@ fn usage() -> ! {
     std::process::exit(2)
 }
 
-/// Acquire+release as fast as one connection allows, with the library's defaults for a
-/// lock with a TTL (holder hash and fence written, watchdog started and stopped).
+/// Blocking API: acquire+release as fast as one connection allows, with the library's
+/// defaults for a lock with a TTL (holder hash and fence written, watchdog registered).
+fn bench_blocking(url: &str, secs: f64) {
+    let client = locks::blocking::Client::open(url).expect("url");
+    let lock = client
+        .lock("lockbench")
+        .timeout(Duration::from_secs(30))
+        .blocking(false);
+    for _ in 0..200 {
+        lock.acquire().expect("acquire").release().expect("release");
+    }
+    let until = Instant::now() + Duration::from_secs_f64(secs);
+    let start = Instant::now();
+    let mut cycles = 0u64;
+    while Instant::now() < until {
+        for _ in 0..100 {
+            let g = lock.acquire().expect("uncontended acquire");
+            g.release().expect("release");
+        }
+        cycles += 100;
+    }
+    report(cycles, start.elapsed().as_secs_f64());
+}
+
+fn report(cycles: u64, el: f64) {
+    println!(
+        "{{\"cycles\":{cycles},\"secs\":{el:.3},\"per_sec\":{:.1}}}",
+        cycles as f64 / el
+    );
+}
+
+/// The same through the async API on a current-thread runtime.
 fn bench(url: &str, secs: f64) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -74,11 +113,7 @@ fn bench(url: &str, secs: f64) {
             }
             cycles += 100;
         }
-        let el = start.elapsed().as_secs_f64();
-        println!(
-            "{{\"cycles\":{cycles},\"secs\":{el:.3},\"per_sec\":{:.1}}}",
-            cycles as f64 / el
-        );
+        report(cycles, start.elapsed().as_secs_f64());
     });
 }
 

@@ -110,8 +110,10 @@ pub fn acquire_blocking(
     spec: &Spec,
 ) -> Result<blocking::LockGuard, NotRun> {
     let lock = lock_for(client, key, spec);
-    crate::runtime::block_on(async move { lock.acquire().await })
-        .map(blocking::LockGuard::new)
+    blocking::Client::from_async(client)
+        .lock(lock.name())
+        .options(lock.opts.clone())
+        .acquire()
         .map_err(|e| not_run(e, spec))
 }
 

@@ -1,18 +1,27 @@
 //! The blocking API, for code that is not async (a synchronous task body, a script).
 //!
-//! Each call runs the async API on the library's private runtime and blocks the calling
-//! thread until it is done, so no tokio runtime is needed by the caller; the watchdog of a
-//! held lock keeps renewing on that runtime while the caller's thread is busy. Dropping a
+//! No tokio runtime is needed by the caller. The common operations — an acquire that
+//! succeeds at once, release, `owned`, `locked`, `holder` — go straight over a plain
+//! synchronous connection (one write and one read, as redis-py does). Waiting for a busy
+//! lock, extend and reacquire run the async API on the library's private runtime, which
+//! is also where the watchdog keeps renewing while the caller's thread is busy. Dropping a
 //! [`LockGuard`] releases the lock before `drop` returns, including during a panic.
 
+use std::collections::HashMap;
 use std::time::Duration;
+
+use redis::Value;
 
 use crate::error::LockError;
 use crate::holder::Holder;
+use crate::keys;
+use crate::lock::{
+    Attempt, bad_reply, holder_from_parts, owned_result, parse_attempt, release_invocation,
+};
 use crate::runtime::block_on;
 use crate::watchdog::{LostReason, LostSignal};
 
-/// Blocking counterpart of [`crate::Client`]; its connection lives on the private runtime.
+/// Blocking counterpart of [`crate::Client`].
 #[derive(Debug, Clone)]
 pub struct Client {
     inner: crate::Client,
@@ -33,14 +42,11 @@ impl Client {
         })
     }
 
-    /// Wrap an async client (made detached if it was not).
+    /// The blocking API over an existing client (sharing its connections).
     pub fn from_async(client: &crate::Client) -> Client {
-        let inner = if client.is_detached() {
-            client.clone()
-        } else {
-            crate::Client::open_detached(client.url()).expect("URL already parsed once")
-        };
-        Client { inner }
+        Client {
+            inner: client.clone(),
+        }
     }
 
     /// A lock on `name` with redis-py's defaults (see [`crate::Client::lock`]).
@@ -73,6 +79,24 @@ macro_rules! forward_options {
     };
 }
 
+pub(crate) fn read_holder_direct(
+    client: &crate::Client,
+    name: &str,
+) -> Result<Option<Holder>, LockError> {
+    let (value, pttl, hash): (Option<Vec<u8>>, i64, HashMap<String, String>) =
+        client.with_direct(name, |c| {
+            redis::pipe()
+                .cmd("GET")
+                .arg(keys::lock_key(name))
+                .cmd("PTTL")
+                .arg(keys::lock_key(name))
+                .cmd("HGETALL")
+                .arg(keys::holder_key(name))
+                .query(c)
+        })?;
+    Ok(value.map(|token| holder_from_parts(token, pttl, &hash)))
+}
+
 impl Lock {
     forward_options!(
         timeout(Duration),
@@ -89,33 +113,77 @@ impl Lock {
 
     /// Take the lock, waiting as the options say.
     pub fn acquire(&self) -> Result<LockGuard, LockError> {
-        let lock = self.inner.clone();
-        block_on(async move { lock.acquire().await }).map(LockGuard::new)
+        if self.inner.opts.fair {
+            // A fair waiter must keep one token (its place in the queue) from its first
+            // attempt on: go straight to the async wait loop.
+            let lock = self.inner.clone();
+            return block_on(async move { lock.acquire().await }).map(LockGuard::new);
+        }
+        match self.attempt_direct()? {
+            Ok(g) => Ok(g),
+            Err(()) if self.inner.opts.blocking => {
+                let lock = self.inner.clone();
+                block_on(async move { lock.acquire().await }).map(LockGuard::new)
+            }
+            Err(()) => Err(self.not_acquired()),
+        }
     }
 
     /// One non-blocking attempt.
     pub fn try_acquire(&self) -> Result<LockGuard, LockError> {
-        let lock = self.inner.clone();
-        block_on(async move { lock.try_acquire().await }).map(LockGuard::new)
+        if self.inner.opts.fair {
+            let lock = self.inner.clone();
+            return block_on(async move { lock.try_acquire().await }).map(LockGuard::new);
+        }
+        self.attempt_direct()?.map_err(|()| self.not_acquired())
+    }
+
+    /// One `SET NX` attempt over the direct connection: `Ok(Err(()))` when busy.
+    fn attempt_direct(&self) -> Result<Result<LockGuard, ()>, LockError> {
+        let lock = &self.inner;
+        let token = lock.new_token_pub();
+        let inv = lock.acquire_invocation(&token);
+        let reply: Value = lock.client.with_direct(&lock.name, |c| inv.invoke(c))?;
+        match parse_attempt(&reply).ok_or_else(|| bad_reply(&lock.name, &reply))? {
+            Attempt::Acquired(fence) => Ok(Ok(LockGuard::new(lock.guard(token, fence)))),
+            Attempt::Busy(_) => Ok(Err(())),
+        }
+    }
+
+    fn not_acquired(&self) -> LockError {
+        match read_holder_direct(&self.inner.client, &self.inner.name) {
+            Ok(holder) => LockError::NotAcquired {
+                name: self.inner.name.clone(),
+                holder,
+                waited: Duration::ZERO,
+            },
+            Err(e) => e,
+        }
     }
 
     /// Whether anyone holds the lock.
     pub fn locked(&self) -> Result<bool, LockError> {
-        let lock = self.inner.clone();
-        block_on(async move { lock.locked().await })
+        let name = &self.inner.name;
+        self.inner.client.with_direct(name, |c| {
+            redis::cmd("EXISTS").arg(keys::lock_key(name)).query(c)
+        })
     }
 
     /// Who holds the lock now.
     pub fn holder(&self) -> Result<Option<Holder>, LockError> {
-        let lock = self.inner.clone();
-        block_on(async move { lock.holder().await })
+        read_holder_direct(&self.inner.client, &self.inner.name)
     }
 
     /// Release the lock if it holds `token`.
     pub fn release_token(&self, token: &[u8]) -> Result<(), LockError> {
-        let (lock, token) = (self.inner.clone(), token.to_vec());
-        block_on(async move { lock.release_token(&token).await })
+        release_direct(&self.inner.client, &self.inner.name, token)
     }
+}
+
+fn release_direct(client: &crate::Client, name: &str, token: &[u8]) -> Result<(), LockError> {
+    let inv = release_invocation(name, token);
+    let code: i64 = client.with_direct(name, |c| inv.invoke(c))?;
+    owned_result(name, code)
 }
 
 /// A held lock (blocking API). Dropping it releases the lock before `drop` returns.
@@ -125,8 +193,7 @@ pub struct LockGuard {
 }
 
 impl LockGuard {
-    pub(crate) fn new(mut g: crate::LockGuard) -> LockGuard {
-        g.wait_on_drop = true;
+    pub(crate) fn new(g: crate::LockGuard) -> LockGuard {
         LockGuard { inner: Some(g) }
     }
 
@@ -159,34 +226,52 @@ impl LockGuard {
         self.g().lost_signal()
     }
 
-    /// Whether the key still holds our token.
+    /// Whether the key still holds our token (redis-py `owned()`).
     pub fn owned(&self) -> Result<bool, LockError> {
-        self.with(|g| async move { g.owned().await })
+        let g = self.g();
+        let v: Option<Vec<u8>> = g.client().with_direct(g.name(), |c| {
+            redis::cmd("GET").arg(keys::lock_key(g.name())).query(c)
+        })?;
+        Ok(v.as_deref() == Some(g.token()))
     }
 
     /// See [`crate::LockGuard::extend`].
     pub fn extend(&self, by: Duration, replace_ttl: bool) -> Result<(), LockError> {
-        self.with(move |g| async move { g.extend(by, replace_ttl).await })
+        let g = self.g().shadow();
+        block_on(async move { g.extend(by, replace_ttl).await })
     }
 
     /// See [`crate::LockGuard::reacquire`].
     pub fn reacquire(&self) -> Result<(), LockError> {
-        self.with(|g| async move { g.reacquire().await })
+        let g = self.g().shadow();
+        block_on(async move { g.reacquire().await })
     }
 
     /// Release the lock; see [`crate::LockGuard::release`].
     pub fn release(mut self) -> Result<(), LockError> {
         let g = self.inner.take().expect("guard present until release");
-        block_on(async move { g.release().await })
+        finish(g)
     }
+}
 
-    /// Run an operation on a non-owning copy of the guard on the private runtime.
-    fn with<F, Fut, T>(&self, f: F) -> Result<T, LockError>
-    where
-        F: FnOnce(crate::LockGuard) -> Fut,
-        Fut: std::future::Future<Output = Result<T, LockError>> + Send + 'static,
-        T: Send + 'static,
-    {
-        block_on(f(self.g().shadow()))
+/// Stop renewing, then compare-and-delete over the direct connection.
+fn finish(mut g: crate::LockGuard) -> Result<(), LockError> {
+    g.stop_watchdog();
+    let result = release_direct(g.client(), g.name(), g.token());
+    if !matches!(result, Err(LockError::Redis { .. })) {
+        g.released = true;
+    }
+    // On a Redis error `g`'s own drop retries the release on the runtime.
+    result
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        if let Some(g) = self.inner.take() {
+            let name = g.name().to_string();
+            if let Err(e) = finish(g) {
+                tracing::warn!(lock = %name, error = %e, "release on drop failed");
+            }
+        }
     }
 }

@@ -33,6 +33,9 @@ pub(crate) struct Inner {
     pub(crate) db: i64,
     url: String,
     conn: OnceCell<ConnectionManager>,
+    /// A plain synchronous connection for the blocking API's fast path (created on first
+    /// use): one socket write and read per operation, no hop to a runtime thread.
+    pub(crate) direct: std::sync::Mutex<Option<redis::Connection>>,
     /// Renews the TTL of every lock this client holds.
     pub(crate) watchdog: crate::watchdog::Watchdog,
     /// When true, the connection's driver and all background work live on the library's
@@ -84,6 +87,7 @@ impl Client {
                 db,
                 url: url.to_string(),
                 conn: OnceCell::new(),
+                direct: std::sync::Mutex::new(None),
                 watchdog: Default::default(),
                 private,
             }),
@@ -165,6 +169,38 @@ impl Client {
             .map_err(|e| LockError::redis("", e))
     }
 
+    /// Run `f` on the direct synchronous connection, connecting first if needed; a
+    /// connection that failed is dropped so the next call reconnects.
+    pub(crate) fn with_direct<T>(
+        &self,
+        name: &str,
+        f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
+    ) -> Result<T, LockError> {
+        let mut slot = self
+            .inner
+            .direct
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if slot.is_none() {
+            let conn = self
+                .inner
+                .redis
+                .get_connection_with_timeout(Duration::from_secs(2))
+                .map_err(|e| LockError::redis(name, e))?;
+            conn.set_read_timeout(Some(Duration::from_secs(5)))
+                .and_then(|()| conn.set_write_timeout(Some(Duration::from_secs(5))))
+                .map_err(|e| LockError::redis(name, e))?;
+            *slot = Some(conn);
+        }
+        let conn = slot.as_mut().expect("connected above");
+        f(conn).map_err(|e| {
+            if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() {
+                *slot = None;
+            }
+            LockError::redis(name, e)
+        })
+    }
+
     /// Where background work for this client runs.
     pub(crate) fn spawn_handle(&self) -> Handle {
         if self.inner.private {
@@ -172,10 +208,6 @@ impl Client {
         } else {
             Handle::try_current().unwrap_or_else(|_| crate::runtime::handle())
         }
-    }
-
-    pub(crate) fn is_detached(&self) -> bool {
-        self.inner.private
     }
 
     /// A dedicated pub/sub connection (waiters subscribe to release notifications).

@@ -265,13 +265,12 @@ impl Lock {
             .unwrap_or(0)
     }
 
-    pub(crate) async fn attempt(&self, token: &[u8]) -> Result<Attempt, LockError> {
-        let mut conn = self.client.conn().await?;
+    /// The acquire script call for one attempt (fair or not).
+    pub(crate) fn acquire_invocation(&self, token: &[u8]) -> redis::ScriptInvocation<'static> {
         let fields = holder_fields(self.opts.purpose.as_deref(), self.opts.task_id.as_deref());
-        let holder_key = keys::holder_key(&self.name);
-        let reply: Value = if self.opts.fair {
+        if self.opts.fair {
             let mut inv = scripts::ACQUIRE_FAIR.key(keys::lock_key(&self.name));
-            inv.key(&holder_key)
+            inv.key(keys::holder_key(&self.name))
                 .key(keys::FENCE_KEY)
                 .key(keys::queue_key(&self.name))
                 .key(keys::queue_alive_key(&self.name))
@@ -279,21 +278,33 @@ impl Lock {
                 .arg(self.ttl_ms())
                 .arg(FAIR_WAITER_LEASE.as_millis() as u64)
                 .arg(&fields);
-            inv.invoke_async(&mut conn).await
+            inv
         } else {
             let mut inv = scripts::ACQUIRE.key(keys::lock_key(&self.name));
-            inv.key(&holder_key)
+            inv.key(keys::holder_key(&self.name))
                 .key(keys::FENCE_KEY)
                 .arg(token)
                 .arg(self.ttl_ms())
                 .arg(&fields);
-            inv.invoke_async(&mut conn).await
+            inv
         }
-        .map_err(|e| LockError::redis(&self.name, e))?;
+    }
+
+    pub(crate) async fn attempt(&self, token: &[u8]) -> Result<Attempt, LockError> {
+        let mut conn = self.client.conn().await?;
+        let reply: Value = self
+            .acquire_invocation(token)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| LockError::redis(&self.name, e))?;
         parse_attempt(&reply).ok_or_else(|| bad_reply(&self.name, &reply))
     }
 
-    fn guard(&self, token: Vec<u8>, fence: u64) -> LockGuard {
+    pub(crate) fn new_token_pub(&self) -> Vec<u8> {
+        self.new_token()
+    }
+
+    pub(crate) fn guard(&self, token: Vec<u8>, fence: u64) -> LockGuard {
         LockGuard::new(
             self.client.clone(),
             self.name.clone(),
@@ -410,6 +421,15 @@ pub(crate) fn holder_from_parts(
     }
 }
 
+/// The compare-and-delete script call for `name` held with `token`.
+pub(crate) fn release_invocation(name: &str, token: &[u8]) -> redis::ScriptInvocation<'static> {
+    let mut inv = scripts::RELEASE.key(keys::lock_key(name));
+    inv.key(keys::holder_key(name))
+        .arg(token)
+        .arg(keys::released_channel(name));
+    inv
+}
+
 /// Compare-and-delete `name` if it holds `token`.
 pub(crate) async fn release_raw(
     client: &Client,
@@ -417,11 +437,7 @@ pub(crate) async fn release_raw(
     token: &[u8],
 ) -> Result<(), LockError> {
     let mut conn = client.conn().await?;
-    let code: i64 = scripts::RELEASE
-        .key(keys::lock_key(name))
-        .key(keys::holder_key(name))
-        .arg(token)
-        .arg(keys::released_channel(name))
+    let code: i64 = release_invocation(name, token)
         .invoke_async(&mut conn)
         .await
         .map_err(|e| LockError::redis(name, e))?;
@@ -560,8 +576,7 @@ pub struct LockGuard {
     _lost_tx: Option<watch::Sender<Option<LostReason>>>,
     /// Registration with the client's watchdog, while renewing.
     watchdog: Option<u64>,
-    released: bool,
-    pub(crate) wait_on_drop: bool,
+    pub(crate) released: bool,
 }
 
 impl std::fmt::Debug for LockGuard {
@@ -600,7 +615,6 @@ impl LockGuard {
             _ => (None, Some(tx)),
         };
         LockGuard {
-            wait_on_drop: false,
             client,
             name,
             token,
@@ -715,10 +729,14 @@ impl LockGuard {
         result
     }
 
-    fn stop_watchdog(&mut self) {
+    pub(crate) fn stop_watchdog(&mut self) {
         if let Some(id) = self.watchdog.take() {
             watchdog::unregister(&self.client, id);
         }
+    }
+
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
     }
 
     /// A copy that shares the identity but owns nothing: no watchdog, nothing released
@@ -734,7 +752,6 @@ impl LockGuard {
             _lost_tx: None,
             watchdog: None,
             released: true,
-            wait_on_drop: false,
         }
     }
 }
@@ -751,10 +768,6 @@ impl Drop for LockGuard {
                 tracing::warn!(lock = %name, error = %e, "release on drop failed");
             }
         };
-        if self.wait_on_drop {
-            crate::runtime::block_on(release);
-        } else {
-            self.client.spawn_handle().spawn(release);
-        }
+        self.client.spawn_handle().spawn(release);
     }
 }
