@@ -3,6 +3,8 @@
 //! the same name, and waiting for a ready state the way `AsyncResult.get()` does
 //! (SUBSCRIBE first, then GET, then wait — so no update can slip between the two).
 
+pub mod chord;
+
 use crate::protocol::{ResultMeta, State};
 use crate::transport::keys;
 use crate::url::RedisUrl;

@@ -154,3 +154,56 @@ pub async fn retry(inner: &Arc<Inner>, msg: &TaskMessage, countdown: f64, exc: &
         ]),
     );
 }
+
+/// A chord header task finished: add its result to the join and, when it completes the
+/// chord, dispatch the callback exactly once (or fail it with `ChordError` when a header
+/// task failed), as Celery 5.7's `on_chord_part_return` does.
+pub async fn chord_part(inner: &Arc<Inner>, msg: &TaskMessage, state: &TaskState, result: &Value) {
+    let (Some(group), Some(body)) = (&msg.headers.group, &msg.embed.chord) else {
+        return;
+    };
+    let index = msg.headers.group_index.unwrap_or(0);
+    let parts = match inner
+        .backend
+        .chord_part_return(group, &msg.headers.id, index, state, result)
+        .await
+    {
+        Ok(Some(p)) => p,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::error!(group, error = %e, "chord join failed");
+            return;
+        }
+    };
+    let callback_id = body
+        .get("options")
+        .and_then(|o| o.get("task_id"))
+        .and_then(Value::as_str)
+        .map(String::from);
+    if let Some(bad) = parts
+        .iter()
+        .find(|p| matches!(p.state, TaskState::Failure | TaskState::Revoked))
+    {
+        let cause = serde_json::from_value::<ExceptionInfo>(bad.result.clone())
+            .map(|e| e.repr())
+            .unwrap_or_else(|_| bad.result.to_string());
+        let exc = ExceptionInfo::new(
+            "celery.exceptions",
+            "ChordError",
+            format!("Dependency {} raised {cause}", bad.task_id),
+        );
+        if let Some(cid) = callback_id {
+            let meta =
+                ResultMeta::exception(&cid, TaskState::Failure, &exc, Some(exc.traceback("chord")));
+            store(inner, &meta).await;
+        }
+    } else {
+        let values: Vec<Value> = parts.into_iter().map(|p| p.result).collect();
+        if let Some((m, q, p)) = message_from_signature(body, msg, Some(&Value::Array(values))) {
+            publish(inner, &m, &q, p).await;
+        }
+    }
+    if let Err(e) = inner.backend.chord_done(group).await {
+        tracing::warn!(group, error = %e, "could not clean up the chord join");
+    }
+}

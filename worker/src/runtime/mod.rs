@@ -804,6 +804,7 @@ async fn finish(
                 meta.children = children;
                 store(inner, &meta).await;
             }
+            callbacks::chord_part(inner, msg, &TaskState::Success, &value).await;
             tracing::info!(task_id = %id, task = %name, runtime, "Task {name}[{id}] succeeded in {runtime:.6}s: {}", celeriac::protocol::pyrepr::repr(&value));
             inner.events.task(
                 "task-succeeded",
@@ -898,6 +899,7 @@ async fn fail(inner: &Arc<Inner>, msg: &TaskMessage, exc: &ExceptionInfo, tb: Op
         ResultMeta::exception(id, TaskState::Failure, exc, tb.clone()),
     );
     store(inner, &meta).await;
+    callbacks::chord_part(inner, msg, &TaskState::Failure, &meta.result).await;
     inner.events.task(
         "task-failed",
         fields(&[
