@@ -22,7 +22,7 @@ fn client(server: &RedisServer) -> Client {
 /// Run redis-py code with `r` connected to the test server; returns stdout (trimmed).
 fn py(server: &RedisServer, body: &str) -> String {
     let code = format!(
-        "import redis, sys\nr = redis.Redis.from_url(sys.argv[-1] if False else {url:?})\n{body}",
+        "import redis\nr = redis.Redis.from_url({url:?})\n{body}",
         url = server.url(0)
     );
     let out = run_python(&code, &[], PY_TIMEOUT);
@@ -547,7 +547,7 @@ async fn multi_lock_takes_nothing_when_one_name_is_held_by_python() {
 
 static RUNS: AtomicU32 = AtomicU32::new(0);
 
-#[locks::only_one(key = "oo:{name}", client = Client::open(&url).unwrap())]
+#[locks::only_one(key = "oo:{name}", client = Client::open(url).unwrap())]
 fn guarded_sync(url: &str, name: &str) -> u32 {
     RUNS.fetch_add(1, Ordering::SeqCst);
     7
