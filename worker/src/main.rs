@@ -1,6 +1,7 @@
 //! `celeriac`: the worker and the operator CLI. Exit codes are decided here alone.
 
 mod cli;
+mod command;
 mod daemon;
 mod runtime;
 
@@ -56,9 +57,9 @@ fn main() -> ExitCode {
 fn tasks_registry(config: Option<&std::path::Path>) -> Result<celeriac::task::Registry> {
     let mut registry = shared_tasks::registry();
     if let Some(path) = config {
-        let _ = path;
+        command::register(&mut registry, command::load(path)?);
     }
-    Ok(std::mem::take(&mut registry))
+    Ok(registry)
 }
 
 async fn run(cli: Cli) -> Result<u8> {
