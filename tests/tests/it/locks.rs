@@ -409,7 +409,8 @@ async fn waiter_wakes_on_celeriac_release_without_polling_delay() {
         g.release().await.unwrap();
         at
     });
-    // Let the waiter subscribe and settle into its (up to 1 s) wait.
+    // Let the waiter subscribe and settle into its wait, which without a wake-up would
+    // only end ~1 s after it began (~600 ms after the release below).
     tokio::time::sleep(Duration::from_millis(400)).await;
     let released = Instant::now();
     g.release().await.unwrap();
@@ -419,7 +420,7 @@ async fn waiter_wakes_on_celeriac_release_without_polling_delay() {
         .unwrap();
     let delay = got - released;
     assert!(
-        delay < Duration::from_millis(300),
+        delay < Duration::from_millis(400),
         "woken {delay:?} after release"
     );
 }
