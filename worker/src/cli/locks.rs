@@ -11,8 +11,8 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use locks::admin::{LockEntry, LockKind, ReleaseOutcome};
-use locks::{Client, Liveness, LockError};
+use ::locks::admin::{LockEntry, LockKind, ReleaseOutcome};
+use ::locks::{Client, Liveness, LockError};
 use serde_json::{Value, json};
 
 /// Exit code when `acquire` could not take the lock (EX_TEMPFAIL, as `flock -n` users expect
@@ -75,7 +75,7 @@ pub async fn run(cmd: LocksCmd, redis_url: &str) -> anyhow::Result<i32> {
     let client = Client::open(redis_url).context("opening the lock client")?;
     match cmd {
         LocksCmd::List { pattern, json } => {
-            let entries = locks::admin::list(&client, pattern.as_deref())
+            let entries = ::locks::admin::list(&client, pattern.as_deref())
                 .await
                 .context("listing locks")?;
             if json {
@@ -87,7 +87,7 @@ pub async fn run(cmd: LocksCmd, redis_url: &str) -> anyhow::Result<i32> {
             Ok(0)
         }
         LocksCmd::Show { name, json } => {
-            match locks::admin::show(&client, &name)
+            match ::locks::admin::show(&client, &name)
                 .await
                 .context("reading the lock")?
             {
@@ -101,7 +101,7 @@ pub async fn run(cmd: LocksCmd, redis_url: &str) -> anyhow::Result<i32> {
             Ok(0)
         }
         LocksCmd::Release { name, force } => {
-            match locks::admin::release(&client, &name, force)
+            match ::locks::admin::release(&client, &name, force)
                 .await
                 .context("releasing the lock")?
             {
