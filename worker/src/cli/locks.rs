@@ -10,9 +10,9 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::Context;
 use ::locks::admin::{LockEntry, LockKind, ReleaseOutcome};
 use ::locks::{Client, Liveness, LockError};
+use anyhow::Context;
 use serde_json::{Value, json};
 
 /// Exit code when `acquire` could not take the lock (EX_TEMPFAIL, as `flock -n` users expect
