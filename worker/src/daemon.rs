@@ -13,7 +13,9 @@ use std::process::{Command, Stdio};
 /// Detach: start the same command line without `-D`/`--detach` in a new session and exit.
 /// Celery forks twice and re-execs; spawning our own binary gives the same result without
 /// forking a process that may hold threads.
-pub fn detach(logfile: Option<&str>) -> Result<()> {
+/// The detached worker's stdio goes to /dev/null; with `--logfile` it logs there itself
+/// (after expanding `%n`/`%h`/`%i`, which needs the node name).
+pub fn detach() -> Result<()> {
     let exe = std::env::current_exe().context("locating the celeriac binary")?;
     let args: Vec<String> = std::env::args()
         .skip(1)
@@ -32,22 +34,11 @@ pub fn detach(logfile: Option<&str>) -> Result<()> {
             }
         })
         .collect();
-    let out = match logfile {
-        Some(f) => Stdio::from(
-            OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(f)
-                .with_context(|| format!("opening log file {f}"))?,
-        ),
-        None => Stdio::null(),
-    };
-    let err = match logfile {
-        Some(f) => Stdio::from(OpenOptions::new().create(true).append(true).open(f)?),
-        None => Stdio::null(),
-    };
     let mut cmd = Command::new(exe);
-    cmd.args(args).stdin(Stdio::null()).stdout(out).stderr(err);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
     // SAFETY: setsid is async-signal-safe and touches no memory; we are single-threaded here.
     unsafe {
         cmd.pre_exec(|| {

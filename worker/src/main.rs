@@ -25,7 +25,7 @@ fn main() -> ExitCode {
     if let Command::Worker(w) = &cli.command
         && w.detach
     {
-        match daemon::detach(w.logfile.as_deref()) {
+        match daemon::detach() {
             Ok(()) => {}
             Err(e) => {
                 eprintln!("celeriac: cannot detach: {e:#}");
@@ -103,6 +103,20 @@ fn init_cli_logging(level: &str) {
         .try_init();
 }
 
+/// Expand `--pidfile`/`--logfile` placeholders as Celery's `node_format` does: `%p` the full
+/// node name, `%n` its name part (before `@`), `%h` its host part, `%d` the host's domain,
+/// `%i` the process index (0 in the main process), `%I` (empty in the main process).
+pub fn expand_node_format(fmt: &str, node: &str) -> String {
+    let (name, host) = node.split_once('@').unwrap_or(("celery", node));
+    let domain = host.split_once('.').map_or("", |(_, d)| d);
+    fmt.replace("%p", node)
+        .replace("%n", name)
+        .replace("%h", host)
+        .replace("%d", domain)
+        .replace("%i", "0")
+        .replace("%I", "")
+}
+
 /// Expand Celery's node-name placeholders: `%h` host, `%n` name part, `%d` domain, `%i`
 /// process index (0 in the main process), `%I` (empty in the main process), `%p` node.
 pub fn expand_name(fmt: &str, host: &str, node: &str) -> String {
@@ -124,10 +138,10 @@ async fn worker(w: WorkerArgs, broker: &str, backend: &str) -> Result<u8> {
     } else {
         format!("celery@{node}")
     };
-    let logfile = w.logfile.as_ref().map(|f| expand_name(f, &host, &node));
+    let logfile = w.logfile.as_ref().map(|f| expand_node_format(f, &node));
     daemon::init_logging(w.loglevel.directive(), logfile.as_deref())?;
     let _pidfile = match &w.pidfile {
-        Some(p) => Some(daemon::Pidfile::create(&expand_name(p, &host, &node))?),
+        Some(p) => Some(daemon::Pidfile::create(&expand_node_format(p, &node))?),
         None => None,
     };
     let concurrency = w
@@ -314,7 +328,19 @@ fn print_result(
 
 #[cfg(test)]
 mod tests {
-    use super::expand_name;
+    use super::{expand_name, expand_node_format};
+
+    #[test]
+    fn file_placeholders_use_the_node_name_like_celery() {
+        assert_eq!(
+            expand_node_format("/var/log/%n%I.log", "det@vm.example.org"),
+            "/var/log/det.log"
+        );
+        assert_eq!(
+            expand_node_format("%h-%d-%p", "w1@vm.example.org"),
+            "vm.example.org-example.org-w1@vm.example.org"
+        );
+    }
 
     #[test]
     fn node_name_placeholders_expand_like_celery() {

@@ -36,10 +36,10 @@ pub struct TaskHeaders {
     #[serde(default)]
     pub group_index: Option<i64>,
     /// Retry count.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub retries: i64,
     /// `[hard, soft]` seconds — note Celery's order. Kept as JSON numbers so `2` stays `2`.
-    #[serde(default = "null_pair")]
+    #[serde(default = "null_pair", deserialize_with = "null_as_default")]
     pub timelimit: [Option<serde_json::Number>; 2],
     /// First task of the workflow.
     #[serde(default)]
@@ -56,21 +56,32 @@ pub struct TaskHeaders {
     /// `gen<pid>@<host>` of the sender.
     #[serde(default)]
     pub origin: Option<String>,
-    /// Do not store a result.
+    /// Do not store a result. Python's `send_task` writes `null` when the option is unset, so
+    /// the value is kept as given.
     #[serde(default)]
-    pub ignore_result: bool,
+    pub ignore_result: Option<bool>,
     /// Replacement nesting depth.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub replaced_task_nesting: i64,
     /// Stamping (5.3+).
     #[serde(default)]
     pub stamped_headers: Option<Value>,
     /// Stamps (5.3+).
-    #[serde(default = "empty_map")]
+    #[serde(default = "empty_map", deserialize_with = "null_as_default")]
     pub stamps: Map<String, Value>,
     /// Headers this version does not know.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+}
+
+/// A `null` where Celery normally writes a value reads as the default: clients built on older
+/// or hand-rolled code send nulls, and Python's worker reads these fields with `.get()`.
+fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
 fn lang_py() -> String {
@@ -103,7 +114,7 @@ impl TaskHeaders {
             argsrepr: None,
             kwargsrepr: None,
             origin: None,
-            ignore_result: false,
+            ignore_result: Some(false),
             replaced_task_nesting: 0,
             stamped_headers: None,
             stamps: Map::new(),

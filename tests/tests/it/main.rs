@@ -1,3 +1,4 @@
 mod golden;
 mod interop;
 mod locks;
+mod worker;

@@ -795,7 +795,7 @@ async fn finish(
     match outcome {
         ExecOutcome::Done(ChildOutcome::Ok(value)) => {
             let children = callbacks::on_success(inner, msg, &value).await;
-            if !msg.headers.ignore_result {
+            if msg.headers.ignore_result != Some(true) {
                 let mut meta = meta_for(
                     inner,
                     msg,
