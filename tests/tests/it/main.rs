@@ -1,3 +1,4 @@
+mod canvas;
 mod golden;
 mod interop;
 mod locks;
