@@ -10,13 +10,15 @@
 //! - [`client`] — what a monitor uses: `send_task`, `AsyncResult`.
 //! - [`task`] — the registry of task functions a worker serves and the error type a task
 //!   returns (so Python sees the exception it expects).
-//! - [`url`] — broker/backend URL parsing and redaction.
+//! - [`url`] — broker/backend URL parsing (incl. Sentinel) and redaction.
+//! - [`conn`] — the self-healing command connection (reconnects, follows failovers).
 //!
 //! The crate deliberately knows nothing about processes, signals or the CLI: those live in
 //! the `worker` crate.
 
 pub mod backend;
 pub mod client;
+pub mod conn;
 pub mod protocol;
 pub mod task;
 pub mod transport;

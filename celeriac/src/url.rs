@@ -1,5 +1,12 @@
 //! Broker and backend URLs: parsing into redis-rs connection info, the database number
-//! (part of every fanout channel name), and redaction for logs and `inspect conf`.
+//! (part of every fanout channel name), Redis Sentinel groups, and redaction for logs and
+//! `inspect conf`.
+//!
+//! Accepted forms: `redis://[user:pass@]host[:port][/db]`, `rediss://...` (TLS),
+//! `unix:///path`, and kombu's Sentinel form
+//! `sentinel://host:port;sentinel://host:port/db?master_name=mymaster` (a password in any
+//! part authenticates to the master; `sentinel_password=` in the query authenticates to the
+//! sentinels).
 
 use redis::IntoConnectionInfo;
 
@@ -14,6 +21,25 @@ pub enum UrlError {
         /// The parse error.
         source: redis::RedisError,
     },
+    /// A Sentinel URL without `master_name`.
+    #[error("Sentinel URL {0} needs ?master_name=<name> (kombu's transport option master_name)")]
+    NoMasterName(String),
+}
+
+/// Where the Redis is.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// One server.
+    Direct,
+    /// A Sentinel group: ask the sentinels where the master is, on every (re)connect.
+    Sentinel {
+        /// Sentinel addresses.
+        sentinels: Vec<(String, u16)>,
+        /// The monitored master's name.
+        master: String,
+        /// Password for the sentinels themselves.
+        sentinel_password: Option<String>,
+    },
 }
 
 /// A parsed Redis URL.
@@ -21,13 +47,19 @@ pub enum UrlError {
 pub struct RedisUrl {
     /// The URL as given (may contain a password; never log it, use [`RedisUrl::redacted`]).
     pub raw: String,
-    /// redis-rs connection info.
+    /// redis-rs connection info (for Sentinel: db, credentials and TLS of the master; the
+    /// address is resolved at connect time).
     pub info: redis::ConnectionInfo,
+    /// Direct or Sentinel.
+    pub target: Target,
 }
 
 impl RedisUrl {
-    /// Parse `redis://[user:pass@]host[:port][/db]`, `rediss://...` or `unix://...`.
+    /// Parse a URL.
     pub fn parse(url: &str) -> Result<Self, UrlError> {
+        if url.starts_with("sentinel://") {
+            return Self::parse_sentinel(url);
+        }
         let info = url
             .into_connection_info()
             .map_err(|source| UrlError::Invalid {
@@ -37,6 +69,52 @@ impl RedisUrl {
         Ok(RedisUrl {
             raw: url.to_string(),
             info,
+            target: Target::Direct,
+        })
+    }
+
+    fn parse_sentinel(url: &str) -> Result<Self, UrlError> {
+        let (hosts_part, query) = url.split_once('?').unwrap_or((url, ""));
+        let param = |k: &str| {
+            query.split('&').find_map(|kv| {
+                kv.split_once('=')
+                    .filter(|(key, _)| *key == k)
+                    .map(|(_, v)| v.to_string())
+            })
+        };
+        let master = param("master_name").ok_or_else(|| UrlError::NoMasterName(redact(url)))?;
+        let mut sentinels = Vec::new();
+        let mut first_info: Option<redis::ConnectionInfo> = None;
+        for part in hosts_part.split(';').filter(|p| !p.is_empty()) {
+            let as_redis = part.replacen("sentinel://", "redis://", 1);
+            let info =
+                as_redis
+                    .as_str()
+                    .into_connection_info()
+                    .map_err(|source| UrlError::Invalid {
+                        url: redact(url),
+                        source,
+                    })?;
+            if let redis::ConnectionAddr::Tcp(h, p) = info.addr() {
+                sentinels.push((h.clone(), *p));
+            }
+            let keep = first_info.as_ref().is_none_or(|f| {
+                f.redis_settings().password().is_none()
+                    && info.redis_settings().password().is_some()
+            });
+            if keep {
+                first_info = Some(info);
+            }
+        }
+        let info = first_info.ok_or_else(|| UrlError::NoMasterName(redact(url)))?;
+        Ok(RedisUrl {
+            raw: url.to_string(),
+            info,
+            target: Target::Sentinel {
+                sentinels,
+                master,
+                sentinel_password: param("sentinel_password"),
+            },
         })
     }
 
@@ -50,19 +128,77 @@ impl RedisUrl {
         redact(&self.raw)
     }
 
-    /// A redis-rs client for this URL.
-    pub fn client(&self) -> redis::RedisResult<redis::Client> {
-        redis::Client::open(self.info.clone())
+    /// A redis-rs client for the server this URL names now (for Sentinel: the current master).
+    pub async fn client(&self) -> redis::RedisResult<redis::Client> {
+        match &self.target {
+            Target::Direct => redis::Client::open(self.info.clone()),
+            Target::Sentinel {
+                sentinels,
+                master,
+                sentinel_password,
+            } => {
+                let mut last_err = None;
+                for (host, port) in sentinels {
+                    match ask_sentinel(host, *port, master, sentinel_password.as_deref()).await {
+                        Ok((mh, mp)) => {
+                            let info = self
+                                .info
+                                .clone()
+                                .set_addr(redis::ConnectionAddr::Tcp(mh, mp));
+                            return redis::Client::open(info);
+                        }
+                        Err(e) => last_err = Some(e),
+                    }
+                }
+                Err(last_err.unwrap_or_else(|| {
+                    redis::RedisError::from((redis::ErrorKind::Io, "no sentinel configured"))
+                }))
+            }
+        }
     }
 }
 
-/// Replace the password part of a URL with `********` (`redis://:********@host:6379/0`).
+async fn ask_sentinel(
+    host: &str,
+    port: u16,
+    master: &str,
+    password: Option<&str>,
+) -> redis::RedisResult<(String, u16)> {
+    let mut info = format!("redis://{host}:{port}")
+        .as_str()
+        .into_connection_info()?;
+    if let Some(pw) = password {
+        let settings = info.redis_settings().clone().set_password(pw);
+        info = info.set_redis_settings(settings);
+    }
+    let client = redis::Client::open(info)?;
+    let cfg = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(std::time::Duration::from_secs(2)))
+        .set_response_timeout(Some(std::time::Duration::from_secs(2)));
+    let mut conn = client
+        .get_multiplexed_async_connection_with_config(&cfg)
+        .await?;
+    let addr: Option<(String, u16)> = redis::cmd("SENTINEL")
+        .arg("get-master-addr-by-name")
+        .arg(master)
+        .query_async(&mut conn)
+        .await?;
+    addr.ok_or_else(|| {
+        redis::RedisError::from((redis::ErrorKind::Io, "sentinel does not know the master"))
+    })
+}
+
+/// Replace the password part of a URL (or of each part of a Sentinel URL) with `********`.
 pub fn redact(url: &str) -> String {
+    if url.contains(';') {
+        return url.split(';').map(redact).collect::<Vec<_>>().join(";");
+    }
+    let url = redact_query(url);
     let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
+        return url;
     };
     let Some((auth, host)) = rest.rsplit_once('@') else {
-        return url.to_string();
+        return url.clone();
     };
     let user = auth.split_once(':').map_or("", |(u, _)| u);
     if auth.contains(':') {
@@ -71,6 +207,20 @@ pub fn redact(url: &str) -> String {
         // `redis://secret@host` means password-only in redis-rs and kombu.
         format!("{scheme}://********@{host}")
     }
+}
+
+fn redact_query(url: &str) -> String {
+    let Some((base, query)) = url.split_once('?') else {
+        return url.to_string();
+    };
+    let q: Vec<String> = query
+        .split('&')
+        .map(|kv| match kv.split_once('=') {
+            Some((k, _)) if k.contains("password") => format!("{k}=********"),
+            _ => kv.to_string(),
+        })
+        .collect();
+    format!("{base}?{}", q.join("&"))
 }
 
 #[cfg(test)]
@@ -88,11 +238,33 @@ mod tests {
             redact("redis://127.0.0.1:6379/0"),
             "redis://127.0.0.1:6379/0"
         );
+        let s = redact(
+            "sentinel://:pw@h1:26379;sentinel://h2:26379/0?master_name=m&sentinel_password=x",
+        );
+        assert!(!s.contains("pw@") && !s.contains("=x"), "{s}");
     }
 
     #[test]
     fn db_comes_from_the_path() {
         assert_eq!(RedisUrl::parse("redis://127.0.0.1:6379/4").unwrap().db(), 4);
         assert_eq!(RedisUrl::parse("redis://127.0.0.1:6379").unwrap().db(), 0);
+    }
+
+    #[test]
+    fn sentinel_urls_list_every_sentinel_and_need_a_master_name() {
+        let u = RedisUrl::parse(
+            "sentinel://:pw@127.0.0.1:26379;sentinel://127.0.0.1:26380/2?master_name=mymaster",
+        )
+        .unwrap();
+        let Target::Sentinel {
+            sentinels, master, ..
+        } = &u.target
+        else {
+            panic!()
+        };
+        assert_eq!(sentinels.len(), 2);
+        assert_eq!(master, "mymaster");
+        assert_eq!(u.info.redis_settings().password(), Some("pw"));
+        assert!(RedisUrl::parse("sentinel://127.0.0.1:26379").is_err());
     }
 }

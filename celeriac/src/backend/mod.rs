@@ -5,11 +5,11 @@
 
 pub mod chord;
 
+use crate::conn::{Conn, ConnOptions};
 use crate::protocol::{ResultMeta, State};
 use crate::transport::keys;
 use crate::url::RedisUrl;
 use futures_util::StreamExt;
-use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -73,8 +73,7 @@ pub const DEFAULT_RESULT_EXPIRES: Duration = Duration::from_secs(86_400);
 #[derive(Clone)]
 pub struct Backend {
     url: RedisUrl,
-    client: redis::Client,
-    conn: ConnectionManager,
+    conn: Conn,
     expires: Duration,
 }
 
@@ -90,16 +89,9 @@ impl Backend {
     /// Connect to `url`.
     pub async fn connect(url: &str) -> Result<Self, BackendError> {
         let url = RedisUrl::parse(url)?;
-        let client = url.client()?;
-        let cfg = redis::aio::ConnectionManagerConfig::new()
-            .set_response_timeout(Some(Duration::from_secs(10)))
-            .set_connection_timeout(Some(Duration::from_secs(4)))
-            .set_number_of_retries(6)
-            .set_max_delay(Duration::from_secs(2));
-        let conn = client.get_connection_manager_with_config(cfg).await?;
+        let conn = Conn::connect(url.clone(), ConnOptions::default()).await?;
         Ok(Backend {
             url,
-            client,
             conn,
             expires: DEFAULT_RESULT_EXPIRES,
         })
@@ -146,7 +138,7 @@ impl Backend {
     pub async fn wait(&self, task_id: &str, timeout: Duration) -> Result<ResultMeta, BackendError> {
         let deadline = tokio::time::Instant::now() + timeout;
         let key = keys::task_meta(task_id);
-        let mut pubsub = self.client.get_async_pubsub().await?;
+        let mut pubsub = self.url.client().await?.get_async_pubsub().await?;
         pubsub.subscribe(&key).await?;
         if let Some(m) = self.get(task_id).await?
             && m.status.is_ready()
@@ -185,7 +177,7 @@ impl Backend {
     }
 
     /// Command connection (for callers composing their own pipelines).
-    pub fn conn(&self) -> ConnectionManager {
+    pub fn conn(&self) -> Conn {
         self.conn.clone()
     }
 

@@ -7,19 +7,19 @@
 //! lease refresh, purge, and fanout publishing. Does not own: what a message means
 //! ([`crate::protocol`]) or results ([`crate::backend`]).
 //!
-//! Connections: commands go over one auto-reconnecting multiplexed connection
-//! (`ConnectionManager`). Blocking waits never share it: [`wait::IdleWaiter`] keeps its
-//! own connections (redis-rs times responses out after 500 ms by default, and a blocking
-//! command would stall every other command queued behind it).
+//! Connections: commands go over one self-healing multiplexed connection ([`crate::conn`]),
+//! which follows a Sentinel failover. Blocking waits never share it: [`wait::IdleWaiter`]
+//! keeps its own connections (redis-rs times responses out after 500 ms by default, and a
+//! blocking command would stall every other command queued behind it).
 
 pub mod keys;
 pub mod scripts;
 pub mod wait;
 
+use crate::conn::{Conn, ConnOptions};
 use crate::protocol::{Envelope, json, time};
 use crate::url::RedisUrl;
 use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
 use serde_json::json;
 use std::time::Duration;
 
@@ -80,7 +80,7 @@ impl Default for BrokerOptions {
 pub struct Broker {
     url: RedisUrl,
     client: redis::Client,
-    conn: ConnectionManager,
+    conn: Conn,
 }
 
 impl std::fmt::Debug for Broker {
@@ -100,13 +100,15 @@ impl Broker {
     /// Connect with explicit options.
     pub async fn connect_with(url: &str, opts: BrokerOptions) -> Result<Self> {
         let url = RedisUrl::parse(url)?;
-        let client = url.client()?;
-        let cfg = redis::aio::ConnectionManagerConfig::new()
-            .set_response_timeout(Some(opts.response_timeout))
-            .set_connection_timeout(Some(opts.connect_timeout))
-            .set_number_of_retries(6)
-            .set_max_delay(Duration::from_secs(2));
-        let conn = client.get_connection_manager_with_config(cfg).await?;
+        let client = url.client().await?;
+        let conn = Conn::connect(
+            url.clone(),
+            ConnOptions {
+                response_timeout: opts.response_timeout,
+                connect_timeout: opts.connect_timeout,
+            },
+        )
+        .await?;
         Ok(Broker { url, client, conn })
     }
 
@@ -120,13 +122,19 @@ impl Broker {
         self.url.db()
     }
 
-    /// The redis-rs client (for dedicated blocking or pub/sub connections).
+    /// The redis-rs client of the server resolved at connect time (for short-lived dedicated
+    /// connections; long-lived ones use [`Broker::fresh_client`]).
     pub fn client(&self) -> &redis::Client {
         &self.client
     }
 
+    /// A client for wherever the URL points now (re-asks the sentinels for a Sentinel URL).
+    pub async fn fresh_client(&self) -> Result<redis::Client> {
+        Ok(self.url.client().await?)
+    }
+
     /// A clone of the shared command connection.
-    pub fn conn(&self) -> ConnectionManager {
+    pub fn conn(&self) -> Conn {
         self.conn.clone()
     }
 
@@ -301,7 +309,7 @@ impl Broker {
 
     async fn restore_stale(
         &self,
-        conn: &mut ConnectionManager,
+        conn: &mut Conn,
         vt: Duration,
         _lease: Duration,
     ) -> Result<usize> {
@@ -430,12 +438,7 @@ fn ack_pipe<'a>(p: &'a mut redis::Pipeline, tag: &str) -> &'a mut redis::Pipelin
 
 /// Restore one `unacked` entry (`[envelope, exchange, routing_key]`) to its queue, marked
 /// redelivered, if the entry still equals `value`.
-async fn restore_entry(
-    conn: &mut ConnectionManager,
-    tag: &str,
-    value: &[u8],
-    back: bool,
-) -> Result<bool> {
+async fn restore_entry(conn: &mut Conn, tag: &str, value: &[u8], back: bool) -> Result<bool> {
     let (env_bytes, dest) = match redelivered_envelope(value) {
         Some(x) => x,
         None => {

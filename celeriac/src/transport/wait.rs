@@ -30,7 +30,7 @@ pub struct IdleWaiter {
 
 impl IdleWaiter {
     /// Start one peeking connection per list key.
-    pub fn start(client: redis::Client, keys: Vec<String>) -> Self {
+    pub fn start(url: crate::url::RedisUrl, keys: Vec<String>) -> Self {
         let notify = Arc::new(Notify::new());
         let (arm, _) = watch::channel(0u64);
         let tasks = keys
@@ -38,8 +38,8 @@ impl IdleWaiter {
             .map(|key| {
                 let notify = notify.clone();
                 let rx = arm.subscribe();
-                let client = client.clone();
-                tokio::spawn(peek_loop(client, key, notify, rx))
+                let url = url.clone();
+                tokio::spawn(peek_loop(url, key, notify, rx))
             })
             .collect();
         IdleWaiter { notify, arm, tasks }
@@ -65,7 +65,7 @@ impl Drop for IdleWaiter {
 }
 
 async fn peek_loop(
-    client: redis::Client,
+    url: crate::url::RedisUrl,
     key: String,
     notify: Arc<Notify>,
     mut arm: watch::Receiver<u64>,
@@ -75,10 +75,12 @@ async fn peek_loop(
         .set_connection_timeout(Some(Duration::from_secs(4)));
     let mut backoff = Duration::from_millis(100);
     'connect: loop {
-        let mut conn = match client
-            .get_multiplexed_async_connection_with_config(&cfg)
-            .await
-        {
+        let client = url.client().await;
+        let conn = match client {
+            Ok(c) => c.get_multiplexed_async_connection_with_config(&cfg).await,
+            Err(e) => Err(e),
+        };
+        let mut conn = match conn {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(key = %key.escape_debug(), error = %e, "idle waiter cannot connect; retrying");

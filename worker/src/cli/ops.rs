@@ -875,7 +875,7 @@ pub fn event_line(ev: &Value) -> String {
 
 /// Queue names known to the broker: bound task queues (from `_kombu.binding.*` tables, via
 /// SCAN) plus the default queue.
-async fn known_queues(conn: &mut redis::aio::ConnectionManager) -> Result<Vec<String>> {
+async fn known_queues(conn: &mut celeriac::conn::Conn) -> Result<Vec<String>> {
     let mut queues: BTreeSet<String> = [keys::DEFAULT_QUEUE.to_string()].into();
     let mut cursor: u64 = 0;
     loop {

@@ -336,7 +336,7 @@ async fn stop(inner: &Arc<Inner>) -> Exit {
 async fn consume_loop(inner: Arc<Inner>) {
     let waiter_keys = |qs: &[String]| keys::consume_keys(qs);
     let mut queues = inner.queues.lock().expect("queues").clone();
-    let mut waiter = IdleWaiter::start(inner.broker.client().clone(), waiter_keys(&queues));
+    let mut waiter = IdleWaiter::start(inner.broker.url().clone(), waiter_keys(&queues));
     let mut backoff = Duration::from_millis(50);
     loop {
         if inner.shutdown.phase() != Phase::Running {
@@ -350,7 +350,7 @@ async fn consume_loop(inner: Arc<Inner>) {
             b.sort();
             if a != b {
                 queues = current;
-                waiter = IdleWaiter::start(inner.broker.client().clone(), waiter_keys(&queues));
+                waiter = IdleWaiter::start(inner.broker.url().clone(), waiter_keys(&queues));
             }
         }
         let released = inner.state.released.notified();
@@ -579,9 +579,20 @@ async fn rate_limit_wait(inner: &Inner, id: &str) {
 }
 
 async fn ack(inner: &Inner, d: &Delivery) {
-    if let Err(e) = inner.broker.ack(&d.tag).await {
-        tracing::error!(tag = %d.tag, error = %e, "ack failed; the message stays in unacked");
+    // Across a Redis restart or failover the ack is retried, so a finished task is not
+    // redelivered (and if it is, the idempotency guard still sees its SUCCESS).
+    let mut delay = Duration::from_millis(100);
+    for attempt in 0..40 {
+        match inner.broker.ack(&d.tag).await {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!(tag = %d.tag, attempt, error = %e, "ack failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+        }
     }
+    tracing::error!(tag = %d.tag, "giving up the ack; the message stays in unacked for the sweeper");
 }
 
 async fn store(inner: &Inner, meta: &ResultMeta) {

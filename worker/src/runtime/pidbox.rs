@@ -79,7 +79,12 @@ async fn declare(inner: &Inner) -> Result<(), celeriac::transport::TransportErro
 async fn subscribe(
     inner: &Inner,
 ) -> Result<redis::aio::PubSub, celeriac::transport::TransportError> {
-    let mut pubsub = inner.broker.client().get_async_pubsub().await?;
+    let mut pubsub = inner
+        .broker
+        .fresh_client()
+        .await?
+        .get_async_pubsub()
+        .await?;
     pubsub
         .psubscribe(keys::pidbox_channel(inner.broker.db()))
         .await?;
