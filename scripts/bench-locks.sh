@@ -6,16 +6,17 @@
 #   limit = 1 / (1/rps(SET k v PX 30000 NX) + 1/rps(EVAL compare-and-delete))   at -c 1
 # i.e. the best any client can do with one acquire and one release per cycle.
 #
-# Rounds alternate between the three measurements so background load hits them alike;
-# medians are reported. Starts its own redis-server on a free loopback port, stops it.
+# Rounds alternate between the measurements so background load hits them alike; medians
+# are reported, and also the median of the per-round ratios, which is steadier when the
+# machine's load drifts during the run (a shared 2-vCPU VM varies by 2x over minutes). Starts its own redis-server on a free loopback port, stops it.
 #
-# usage: scripts/bench-locks.sh [ROUNDS=5] [SECONDS_PER_ROUND=3]
+# usage: scripts/bench-locks.sh [ROUNDS=9] [SECONDS_PER_ROUND=2]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
-ROUNDS=${1:-5}
-SECS=${2:-3}
+ROUNDS=${1:-9}
+SECS=${2:-2}
 PY=${CELERIAC_PYTHON:-.venv/bin/python}
 [ -x "$PY" ] || { echo "no Python venv at $PY: run scripts/test.sh first (it creates .venv)" >&2; exit 1; }
 command -v redis-benchmark >/dev/null || { echo "redis-benchmark not found: apt-get install redis-tools" >&2; exit 1; }
@@ -61,4 +62,7 @@ print(f"                  celeriac async API {statistics.median(asy):,.0f}")
 print(f"celeriac / redis-py       {r / p:.2f}x   (target >= 2x)")
 print(f"celeriac / limit          {100 * r / l:.0f}%   (target >= 80%)")
 print(f"redis-py / limit          {100 * p / l:.0f}%")
+vs_py = statistics.median(a / b for a, b in zip(rust, py))
+vs_limit = statistics.median(a / b for a, b in zip(rust, limit))
+print(f"per-round ratio medians   celeriac/redis-py {vs_py:.2f}x   celeriac/limit {100 * vs_limit:.0f}%")
 PYEOF
