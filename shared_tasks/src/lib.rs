@@ -21,7 +21,8 @@ pub fn registry() -> Registry {
         .register("shared_tasks.alloc", alloc)
         .register("shared_tasks.retry_until", retry_until)
         .register("shared_tasks.spawn_sleepers", spawn_sleepers)
-        .register("shared_tasks.spin", spin);
+        .register("shared_tasks.spin", spin)
+        .register("shared_tasks.append_line", append_line);
     r
 }
 
@@ -182,6 +183,31 @@ pub fn spin(call: &TaskCall) -> Result<Value, TaskError> {
         std::hint::black_box(x);
     }
     Ok(json!(secs))
+}
+
+/// `append_line(path, line, seconds=0)`: sleeps `seconds`, then appends `line` to the file at
+/// `path` (one `write` with `O_APPEND`, so concurrent writers never interleave a line) and
+/// returns `line`. Each execution leaves one line: fault tests count executions with it.
+pub fn append_line(call: &TaskCall) -> Result<Value, TaskError> {
+    use std::io::Write;
+    let path = call.str_arg(0, "path")?;
+    let line = call.str_arg(1, "line")?;
+    let secs = call
+        .arg(2, "seconds")
+        .ok()
+        .and_then(Value::as_f64)
+        .unwrap_or(0.0);
+    if secs > 0.0 {
+        std::thread::sleep(Duration::from_secs_f64(secs.min(3600.0)));
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| TaskError::exception("builtins", "OSError", e.to_string()))?;
+    f.write_all(format!("{line}\n").as_bytes())
+        .map_err(|e| TaskError::exception("builtins", "OSError", e.to_string()))?;
+    Ok(Value::String(line.to_string()))
 }
 
 /// Resident set size of this process in KiB (`VmRSS` from `/proc/self/status`).

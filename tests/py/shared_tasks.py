@@ -91,3 +91,12 @@ def spin(seconds):
 def nope():
     """Registered only in Python: a celeriac worker answers NotRegistered."""
     return None
+
+
+@app.task(name="shared_tasks.append_line")
+def append_line(path, line, seconds=0):
+    if seconds:
+        time.sleep(seconds)
+    with open(path, "a") as f:
+        f.write(line + "\n")
+    return line

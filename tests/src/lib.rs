@@ -45,6 +45,8 @@ pub fn wait_until<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> O
 #[derive(Debug)]
 pub struct RedisServer {
     child: Child,
+    args: Vec<String>,
+    password: Option<String>,
     /// Port it listens on (127.0.0.1).
     pub port: u16,
     /// Its working directory (RDB/AOF files land here).
@@ -90,17 +92,24 @@ impl RedisServer {
         ];
         // Later options override earlier ones in redis-server's argument parser.
         args.extend(extra.iter().map(|s| s.to_string()));
-        let child = Command::new(bin)
-            .args(&args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn redis-server");
-        let server = RedisServer { child, port, dir };
         let password = extra
             .windows(2)
             .find(|w| w[0] == "--requirepass")
             .map(|w| w[1].to_string());
+        let mut server = RedisServer {
+            child: spawn_redis(&bin, &args),
+            args,
+            password,
+            port,
+            dir,
+        };
+        server.wait_ready();
+        server
+    }
+
+    fn wait_ready(&mut self) {
+        let port = self.port;
+        let password = self.password.clone();
         wait_until(
             Duration::from_secs(10),
             "redis-server to accept PING",
@@ -116,7 +125,14 @@ impl RedisServer {
                     .then_some(())
             },
         );
-        server
+    }
+
+    /// Start the server again on the same port and directory (after [`RedisServer::terminate`]
+    /// or [`RedisServer::kill`]); with AOF on, the data comes back.
+    pub fn restart(&mut self) {
+        let bin = which("redis-server").expect("redis-server on PATH");
+        self.child = spawn_redis(&bin, &self.args);
+        self.wait_ready();
     }
 
     /// `redis://127.0.0.1:<port>/<db>`
@@ -130,6 +146,15 @@ impl RedisServer {
             .expect("redis url")
             .get_connection()
             .expect("connect to test redis")
+    }
+
+    /// Stop the server gracefully (SIGTERM: it flushes its AOF) and wait for it.
+    pub fn terminate(&mut self) {
+        // SAFETY: kill(2) on our child.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let _ = self.child.wait();
     }
 
     /// Kill the server at once (SIGKILL) and wait for it.
@@ -148,6 +173,15 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+fn spawn_redis(bin: &Path, args: &[String]) -> Child {
+    Command::new(bin)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn redis-server")
 }
 
 /// Find an executable on PATH.

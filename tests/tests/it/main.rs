@@ -1,4 +1,5 @@
 mod canvas;
+mod faults;
 mod golden;
 mod interop;
 mod locks;

@@ -1,0 +1,388 @@
+//! Fault injection: celeriac must be the worker you can kill -9 at any instant. Each test
+//! asserts from Redis and the result backend that every submitted task id ends with exactly
+//! one terminal result, and counts executions (each execution of `append_line` leaves one
+//! line in a file) against the stated guarantee. Bounded in count and time; loopback only.
+
+use celeriac::protocol::TaskMessage;
+use redis::Commands;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+use tests::{CeleriacWorker, PythonWorker, RedisServer, wait_until};
+
+/// Celery-format messages for `append_line(path, id, seconds)`, built with celeriac's encoder
+/// (byte-identical to Python's), LPUSHed straight to the queue.
+fn submit_append(c: &mut redis::Connection, path: &str, n: usize, seconds: f64) -> Vec<String> {
+    let mut ids = Vec::with_capacity(n);
+    let mut pipe = redis::pipe();
+    for _ in 0..n {
+        let mut msg = TaskMessage::new("shared_tasks.append_line", vec![], Default::default());
+        let id = msg.headers.id.clone();
+        msg.args = vec![path.into(), id.clone().into(), seconds.into()];
+        pipe.lpush("celery", msg.to_envelope("celery", 0).encode())
+            .ignore();
+        ids.push(id);
+    }
+    pipe.query::<()>(c).unwrap();
+    ids
+}
+
+fn executions(path: &std::path::Path) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for line in std::fs::read_to_string(path).unwrap_or_default().lines() {
+        *m.entry(line.to_string()).or_insert(0) += 1;
+    }
+    m
+}
+
+fn all_succeeded(c: &mut redis::Connection, ids: &[String]) -> usize {
+    let keys: Vec<String> = ids
+        .iter()
+        .map(|i| format!("celery-task-meta-{i}"))
+        .collect();
+    let mut done = 0;
+    for chunk in keys.chunks(500) {
+        let metas: Vec<Option<String>> = redis::cmd("MGET").arg(chunk).query(c).unwrap();
+        done += metas
+            .iter()
+            .filter(|m| m.as_deref().is_some_and(|m| m.contains("\"SUCCESS\"")))
+            .count();
+    }
+    done
+}
+
+const FLEET: &[&str] = &[
+    "-P",
+    "threads",
+    "-c2",
+    "--prefetch-multiplier",
+    "2",
+    "--acks-late",
+    "--lease",
+    "2",
+    "-lwarning",
+];
+
+#[test]
+fn kill_9_at_random_points_loses_nothing_and_reruns_only_killed_tasks() {
+    let redis = RedisServer::start();
+    let url = redis.url(0);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("runs.log");
+    let path_s = path.to_str().unwrap().to_string();
+    let mut c = redis.client(0);
+    let ids = submit_append(&mut c, &path_s, 2000, 0.03);
+    let mut workers: Vec<CeleriacWorker> =
+        (0..3).map(|_| CeleriacWorker::start(&url, FLEET)).collect();
+    let mut kills = 0;
+    let mut rng = 0x2545F4914F6CDD1Du64;
+    let start = Instant::now();
+    while kills < 100 && start.elapsed() < Duration::from_secs(120) {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        std::thread::sleep(Duration::from_millis(20 + rng % 80));
+        let victim = (rng % 3) as usize;
+        workers[victim].proc_.signal(libc::SIGKILL);
+        let _ = workers[victim].proc_.wait_exit(Duration::from_secs(5));
+        kills += 1;
+        workers[victim] = CeleriacWorker::start(&url, FLEET);
+    }
+    assert_eq!(kills, 100);
+    let done = wait_until(Duration::from_secs(120), "every task to succeed", || {
+        let d = all_succeeded(&mut c, &ids);
+        (d == ids.len()).then_some(d)
+    });
+    let runs = executions(&path);
+    let lost: Vec<&String> = ids.iter().filter(|i| !runs.contains_key(*i)).collect();
+    let twice: usize = runs.values().filter(|n| **n > 1).count();
+    eprintln!(
+        "kill -9 fault test: {} tasks, {kills} kills, {done} succeeded, {} lost, {twice} executed more than once",
+        ids.len(),
+        lost.len()
+    );
+    assert!(lost.is_empty(), "lost tasks: {lost:?}");
+    // Only tasks running when their worker was killed may run again: at most 2 slots × kills.
+    assert!(twice <= 2 * kills, "{twice} duplicates for {kills} kills");
+    let unacked: usize = c.hlen("unacked").unwrap();
+    let queued: usize = c.llen("celery").unwrap();
+    let dead: usize = c.llen("celeriac.dead").unwrap();
+    assert_eq!((unacked, queued, dead), (0, 0, 0));
+}
+
+#[test]
+fn a_killed_workers_running_task_reruns_elsewhere_within_the_lease() {
+    let redis = RedisServer::start();
+    let url = redis.url(0);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("runs.log");
+    let mut c = redis.client(0);
+    let mut a = CeleriacWorker::start(
+        &url,
+        &[
+            "-c1",
+            "--prefetch-multiplier",
+            "1",
+            "--acks-late",
+            "--lease",
+            "2",
+        ],
+    );
+    let ids = submit_append(&mut c, path.to_str().unwrap(), 1, 3.0);
+    wait_until(Duration::from_secs(5), "the task to start on A", || {
+        a.proc_.output().contains("received").then_some(())
+    });
+    let b = CeleriacWorker::start(
+        &url,
+        &[
+            "-c1",
+            "--prefetch-multiplier",
+            "1",
+            "--acks-late",
+            "--lease",
+            "2",
+        ],
+    );
+    let killed = Instant::now();
+    a.proc_.signal(libc::SIGKILL);
+    let _ = a.proc_.wait_exit(Duration::from_secs(5));
+    wait_until(
+        Duration::from_secs(2 + 5),
+        "B to pick the task up (lease + 5 s)",
+        || b.proc_.output().contains(&ids[0]).then_some(()),
+    );
+    eprintln!(
+        "re-run started {:.2}s after kill -9",
+        killed.elapsed().as_secs_f64()
+    );
+    wait_until(Duration::from_secs(10), "the re-run to succeed", || {
+        (all_succeeded(&mut c, &ids) == 1).then_some(())
+    });
+}
+
+#[test]
+fn a_python_sweeper_with_a_5s_visibility_timeout_never_duplicates_a_live_60s_task() {
+    let redis = RedisServer::start();
+    let url = redis.url(0);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("runs.log");
+    let mut c = redis.client(0);
+    let w = CeleriacWorker::start(&url, &["-c1", "--prefetch-multiplier", "1", "--acks-late"]);
+    let ids = submit_append(&mut c, path.to_str().unwrap(), 1, 60.0);
+    wait_until(Duration::from_secs(5), "the task to start", || {
+        w.proc_.output().contains("received").then_some(())
+    });
+    // Python workers sharing the queue run kombu's restore_visible at start-up (and
+    // periodically): start one every 12 s while the task runs, each with a 5 s timeout.
+    let t0 = Instant::now();
+    let mut pythons = 0;
+    while t0.elapsed() < Duration::from_secs(48) {
+        std::thread::sleep(Duration::from_secs(12));
+        let p = PythonWorker::start(
+            &url,
+            &[
+                ("CELERIAC_VISIBILITY_TIMEOUT", "5"),
+                ("CELERIAC_ACKS_LATE", "1"),
+            ],
+            &["-P", "solo"],
+        );
+        std::thread::sleep(Duration::from_secs(2));
+        assert!(
+            !p.proc_.output().contains(&ids[0]),
+            "the Python worker received the live task"
+        );
+        pythons += 1;
+    }
+    wait_until(Duration::from_secs(30), "the task to finish", || {
+        (all_succeeded(&mut c, &ids) == 1).then_some(())
+    });
+    assert_eq!(
+        executions(&path).get(&ids[0]),
+        Some(&1),
+        "executed more than once"
+    );
+    assert!(pythons >= 3);
+}
+
+#[test]
+fn redis_restarted_mid_run_loses_nothing_and_workers_resume_within_5s() {
+    let mut redis = RedisServer::start_with(&["--appendonly", "yes", "--appendfsync", "always"]);
+    let url = redis.url(0);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("runs.log");
+    let mut c = redis.client(0);
+    let ids = submit_append(&mut c, path.to_str().unwrap(), 400, 0.02);
+    let _w1 = CeleriacWorker::start(
+        &url,
+        &["-P", "threads", "-c2", "--acks-late", "--lease", "3"],
+    );
+    let _w2 = CeleriacWorker::start(
+        &url,
+        &["-P", "threads", "-c2", "--acks-late", "--lease", "3"],
+    );
+    wait_until(Duration::from_secs(20), "some progress", || {
+        (all_succeeded(&mut c, &ids) >= 50).then_some(())
+    });
+    redis.terminate();
+    std::thread::sleep(Duration::from_secs(2));
+    redis.restart();
+    let back = Instant::now();
+    let mut c = redis.client(0);
+    let before = all_succeeded(&mut c, &ids);
+    wait_until(
+        Duration::from_secs(5),
+        "a task to complete after the restart",
+        || (all_succeeded(&mut c, &ids) > before).then_some(()),
+    );
+    let resumed = back.elapsed();
+    wait_until(Duration::from_secs(60), "every task to succeed", || {
+        (all_succeeded(&mut c, &ids) == ids.len()).then_some(())
+    });
+    let runs = executions(&path);
+    let lost = ids.iter().filter(|i| !runs.contains_key(*i)).count();
+    let twice = runs.values().filter(|n| **n > 1).count();
+    eprintln!(
+        "redis restart: resumed after {:.2}s, {lost} lost, {twice} executed twice",
+        resumed.as_secs_f64()
+    );
+    assert_eq!(lost, 0);
+}
+
+#[test]
+fn ten_thousand_malformed_messages_among_a_thousand_valid_ones() {
+    let redis = RedisServer::start();
+    let url = redis.url(0);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("runs.log");
+    let mut c = redis.client(0);
+    let good = TaskMessage::new(
+        "shared_tasks.add",
+        vec![1.into(), 2.into()],
+        Default::default(),
+    )
+    .to_envelope("celery", 0)
+    .encode();
+    let good = String::from_utf8(good).unwrap();
+    let mut rng = 0x9E3779B97F4A7C15u64;
+    let mut next = || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let mut bad_count = 0;
+    let mut ids = Vec::new();
+    let mut pipe = redis::pipe();
+    for i in 0..11_000usize {
+        if i % 11 == 5 {
+            let mut msg = TaskMessage::new("shared_tasks.append_line", vec![], Default::default());
+            msg.args = vec![path.to_str().unwrap().into(), msg.headers.id.clone().into()];
+            ids.push(msg.headers.id.clone());
+            pipe.lpush("celery", msg.to_envelope("celery", 0).encode())
+                .ignore();
+            continue;
+        }
+        let r = next();
+        let tag = format!("bad-{i}");
+        let payload: Vec<u8> = match r % 8 {
+            0 => (0..(r % 200)).map(|_| (next() % 256) as u8).collect(),
+            1 => b"{\"body\": 12, \"properties\": []}".to_vec(),
+            2 => good
+                .replace("W1sxLCAy", "%%%%")
+                .replace(&good_tag(&good), &tag)
+                .into_bytes(),
+            3 => good
+                .replace("application/json", "application/x-python-serialize")
+                .replace(&good_tag(&good), &tag)
+                .into_bytes(),
+            4 => good
+                .replace("application/json", "application/x-yaml")
+                .replace(&good_tag(&good), &tag)
+                .into_bytes(),
+            5 => {
+                let cut = (r as usize) % good.len();
+                good.as_bytes()[..cut].to_vec()
+            }
+            6 => good
+                .replace("\"task\": \"shared_tasks.add\"", "\"task\": 42")
+                .replace(&good_tag(&good), &tag)
+                .into_bytes(),
+            _ => good
+                .replace("\"eta\": null", "\"eta\": \"not a date\"")
+                .replace(&good_tag(&good), &tag)
+                .into_bytes(),
+        };
+        bad_count += 1;
+        pipe.lpush("celery", payload).ignore();
+    }
+    pipe.query::<()>(&mut c).unwrap();
+    let mut w = CeleriacWorker::start(
+        &url,
+        &[
+            "-P",
+            "threads",
+            "-c2",
+            "--prefetch-multiplier",
+            "16",
+            "-lerror",
+        ],
+    );
+    wait_until(Duration::from_secs(120), "the queue to drain", || {
+        let q: usize = c.llen("celery").unwrap();
+        let u: usize = c.hlen("unacked").unwrap();
+        (q == 0 && u == 0).then_some(())
+    });
+    wait_until(
+        Duration::from_secs(30),
+        "all valid tasks to succeed",
+        || (all_succeeded(&mut c, &ids) == ids.len()).then_some(()),
+    );
+    assert!(
+        w.proc_.child.try_wait().unwrap().is_none(),
+        "the worker exited"
+    );
+    let dead: usize = c.llen("celeriac.dead").unwrap();
+    assert_eq!(
+        dead, bad_count,
+        "every bad message is in the dead-letter list"
+    );
+    let runs = executions(&path);
+    assert!(
+        ids.iter().all(|i| runs.get(i) == Some(&1)),
+        "every valid task ran exactly once"
+    );
+    w.proc_.signal(libc::SIGTERM);
+    assert!(w.proc_.wait_exit(Duration::from_secs(10)).success());
+}
+
+fn good_tag(good: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(good).unwrap();
+    v["properties"]["delivery_tag"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn a_redelivered_task_that_already_succeeded_is_acked_not_rerun() {
+    let redis = RedisServer::start();
+    let url = redis.url(0);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("runs.log");
+    let mut c = redis.client(0);
+    let w = CeleriacWorker::start(&url, &["-c1", "--acks-late"]);
+    let ids = submit_append(&mut c, path.to_str().unwrap(), 1, 0.0);
+    wait_until(Duration::from_secs(10), "the first run", || {
+        (all_succeeded(&mut c, &ids) == 1).then_some(())
+    });
+    // The same message comes back (as after a crash between storing the result and acking).
+    let mut msg = TaskMessage::new("shared_tasks.append_line", vec![], Default::default());
+    msg.headers.id = ids[0].clone();
+    msg.args = vec![path.to_str().unwrap().into(), ids[0].clone().into()];
+    let mut env = msg.to_envelope("celery", 0);
+    env.mark_redelivered();
+    let _: i64 = c.lpush("celery", env.encode()).unwrap();
+    wait_until(Duration::from_secs(10), "the duplicate to be acked", || {
+        w.proc_.output().contains("already succeeded").then_some(())
+    });
+    assert_eq!(executions(&path).get(&ids[0]), Some(&1));
+}
