@@ -3,4 +3,5 @@ mod faults;
 mod golden;
 mod interop;
 mod locks;
+mod sentinel;
 mod worker;
