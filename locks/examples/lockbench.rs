@@ -7,6 +7,10 @@
 //!                                      uncontended acquire+release cycles on one connection
 //!                                      (blocking API by default, like redis-py's); prints one
 //!                                      JSON line {"cycles":..,"secs":..,"per_sec":..}
+//! lockbench floor URL SECONDS          the same cycle with nothing but redis-py's two commands
+//!                                      (SET NX PX, compare-and-delete EVALSHA) on a bare
+//!                                      synchronous redis-rs connection: a client-side two-
+//!                                      round-trip limit, for comparison with redis-benchmark's
 //! lockbench contend URL NAME N         N acquisitions of NAME, each doing a non-atomic
 //!                                      read-modify-write of NAME:counter and counting overlaps
 //! lockbench hold URL NAME              take NAME (no TTL), print "held <token>", sleep for ever
@@ -27,6 +31,7 @@ fn main() {
                 _ => usage(),
             }
         }
+        "floor" => floor(a(1), a(2).parse().unwrap_or_else(|_| usage())),
         "contend" => contend(a(1), a(2), a(3).parse().unwrap_or_else(|_| usage())),
         "hold" => hold(a(1), a(2)),
         "locked-sleep" => {
@@ -69,6 +74,48 @@ fn bench_blocking(url: &str, secs: f64) {
         for _ in 0..100 {
             let g = lock.acquire().expect("uncontended acquire");
             g.release().expect("release");
+        }
+        cycles += 100;
+    }
+    report(cycles, start.elapsed().as_secs_f64());
+}
+
+/// Two round trips per cycle and nothing else: what any lock client on this machine and
+/// this Redis client library can at best do.
+fn floor(url: &str, secs: f64) {
+    let release = redis::Script::new(
+        "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0",
+    );
+    let mut c = redis::Client::open(url)
+        .expect("url")
+        .get_connection()
+        .expect("connect");
+    let cycle = |c: &mut redis::Connection| {
+        let ok: Option<String> = redis::cmd("SET")
+            .arg("lockbench-floor")
+            .arg("tok")
+            .arg("PX")
+            .arg(30000)
+            .arg("NX")
+            .query(c)
+            .expect("SET");
+        assert!(ok.is_some(), "uncontended SET NX failed");
+        let n: i64 = release
+            .key("lockbench-floor")
+            .arg("tok")
+            .invoke(c)
+            .expect("release");
+        assert_eq!(n, 1);
+    };
+    for _ in 0..200 {
+        cycle(&mut c);
+    }
+    let until = Instant::now() + Duration::from_secs_f64(secs);
+    let start = Instant::now();
+    let mut cycles = 0u64;
+    while Instant::now() < until {
+        for _ in 0..100 {
+            cycle(&mut c);
         }
         cycles += 100;
     }
