@@ -7,6 +7,10 @@
 //! `sentinel://host:port;sentinel://host:port/db?master_name=mymaster` (a password in any
 //! part authenticates to the master; `sentinel_password=` in the query authenticates to the
 //! sentinels).
+//!
+//! TLS (`rediss://`) takes kombu's query options: `ssl_ca_certs=<PEM file>` (trust this CA
+//! instead of the system store), `ssl_certfile=`/`ssl_keyfile=` (client certificate), and
+//! `ssl_cert_reqs=none` (do not verify the server; for tests only).
 
 use redis::IntoConnectionInfo;
 
@@ -42,6 +46,17 @@ pub enum Target {
     },
 }
 
+/// TLS files from the URL's query.
+#[derive(Debug, Clone, Default)]
+pub struct TlsFiles {
+    /// CA bundle (PEM).
+    pub ca_certs: Option<std::path::PathBuf>,
+    /// Client certificate (PEM).
+    pub certfile: Option<std::path::PathBuf>,
+    /// Client key (PEM).
+    pub keyfile: Option<std::path::PathBuf>,
+}
+
 /// A parsed Redis URL.
 #[derive(Debug, Clone)]
 pub struct RedisUrl {
@@ -52,6 +67,38 @@ pub struct RedisUrl {
     pub info: redis::ConnectionInfo,
     /// Direct or Sentinel.
     pub target: Target,
+    /// TLS files, when given.
+    pub tls: TlsFiles,
+}
+
+/// Take kombu's `ssl_*` options out of a URL's query (redis-rs does not know them);
+/// `ssl_cert_reqs=none` becomes redis-rs's `#insecure`.
+fn split_tls(url: &str) -> (String, TlsFiles) {
+    let Some((base, query)) = url.split_once('?') else {
+        return (url.to_string(), TlsFiles::default());
+    };
+    let mut tls = TlsFiles::default();
+    let mut keep = Vec::new();
+    let mut insecure = false;
+    for kv in query.split('&').filter(|kv| !kv.is_empty()) {
+        match kv.split_once('=') {
+            Some(("ssl_ca_certs", v)) => tls.ca_certs = Some(v.into()),
+            Some(("ssl_certfile", v)) => tls.certfile = Some(v.into()),
+            Some(("ssl_keyfile", v)) => tls.keyfile = Some(v.into()),
+            Some(("ssl_cert_reqs", v)) => {
+                insecure = v.eq_ignore_ascii_case("none") || v.eq_ignore_ascii_case("cert_none")
+            }
+            _ => keep.push(kv),
+        }
+    }
+    let mut out = base.to_string();
+    if !keep.is_empty() {
+        out = format!("{out}?{}", keep.join("&"));
+    }
+    if insecure {
+        out.push_str("#insecure");
+    }
+    (out, tls)
 }
 
 impl RedisUrl {
@@ -60,7 +107,9 @@ impl RedisUrl {
         if url.starts_with("sentinel://") {
             return Self::parse_sentinel(url);
         }
-        let info = url
+        let (plain, tls) = split_tls(url);
+        let info = plain
+            .as_str()
             .into_connection_info()
             .map_err(|source| UrlError::Invalid {
                 url: redact(url),
@@ -70,6 +119,7 @@ impl RedisUrl {
             raw: url.to_string(),
             info,
             target: Target::Direct,
+            tls,
         })
     }
 
@@ -115,6 +165,7 @@ impl RedisUrl {
                 master,
                 sentinel_password: param("sentinel_password"),
             },
+            tls: TlsFiles::default(),
         })
     }
 
@@ -131,7 +182,7 @@ impl RedisUrl {
     /// A redis-rs client for the server this URL names now (for Sentinel: the current master).
     pub async fn client(&self) -> redis::RedisResult<redis::Client> {
         match &self.target {
-            Target::Direct => redis::Client::open(self.info.clone()),
+            Target::Direct => self.open(self.info.clone()),
             Target::Sentinel {
                 sentinels,
                 master,
@@ -145,7 +196,7 @@ impl RedisUrl {
                                 .info
                                 .clone()
                                 .set_addr(redis::ConnectionAddr::Tcp(mh, mp));
-                            return redis::Client::open(info);
+                            return self.open(info);
                         }
                         Err(e) => last_err = Some(e),
                     }
@@ -156,6 +207,48 @@ impl RedisUrl {
             }
         }
     }
+}
+
+impl RedisUrl {
+    fn open(&self, info: redis::ConnectionInfo) -> redis::RedisResult<redis::Client> {
+        install_crypto_provider();
+        let t = &self.tls;
+        if t.ca_certs.is_none() && t.certfile.is_none() {
+            return redis::Client::open(info);
+        }
+        let read = |p: &std::path::Path| {
+            std::fs::read(p).map_err(|e| {
+                redis::RedisError::from((
+                    redis::ErrorKind::Io,
+                    "cannot read TLS file",
+                    format!("{}: {e}", p.display()),
+                ))
+            })
+        };
+        let root_cert = t.ca_certs.as_deref().map(read).transpose()?;
+        let client_tls = match (&t.certfile, &t.keyfile) {
+            (Some(c), Some(k)) => Some(redis::ClientTlsConfig {
+                client_cert: read(c)?,
+                client_key: read(k)?,
+            }),
+            _ => None,
+        };
+        redis::Client::build_with_tls(
+            info,
+            redis::TlsCertificates {
+                client_tls,
+                root_cert,
+            },
+        )
+    }
+}
+
+/// rustls needs one process-wide crypto provider; celeriac uses ring.
+fn install_crypto_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
 }
 
 async fn ask_sentinel(
@@ -242,6 +335,31 @@ mod tests {
             "sentinel://:pw@h1:26379;sentinel://h2:26379/0?master_name=m&sentinel_password=x",
         );
         assert!(!s.contains("pw@") && !s.contains("=x"), "{s}");
+    }
+
+    #[test]
+    fn kombu_ssl_options_are_understood() {
+        let u = RedisUrl::parse(
+            "rediss://:pw@127.0.0.1:6380/2?ssl_ca_certs=/etc/ca.pem&ssl_cert_reqs=required",
+        )
+        .unwrap();
+        assert_eq!(
+            u.tls.ca_certs.as_deref(),
+            Some(std::path::Path::new("/etc/ca.pem"))
+        );
+        assert_eq!(u.db(), 2);
+        assert!(matches!(
+            u.info.addr(),
+            redis::ConnectionAddr::TcpTls {
+                insecure: false,
+                ..
+            }
+        ));
+        let u = RedisUrl::parse("rediss://127.0.0.1:6380/0?ssl_cert_reqs=none").unwrap();
+        assert!(matches!(
+            u.info.addr(),
+            redis::ConnectionAddr::TcpTls { insecure: true, .. }
+        ));
     }
 
     #[test]
