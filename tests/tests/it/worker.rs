@@ -414,6 +414,15 @@ fn detached_worker_writes_pidfile_and_log_and_stops_through_the_pidfile() {
             .ok()
             .and_then(|s| s.trim().parse().ok())
     });
+    // If an assertion below fails, do not leave the daemon running.
+    struct KillOnDrop(i32);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            // SAFETY: signalling the daemon this test started.
+            unsafe { libc::kill(self.0, libc::SIGKILL) };
+        }
+    }
+    let _guard = KillOnDrop(pid);
     assert_eq!(
         py(&url, &url, "print(add.delay(2, 3).get(timeout=10))", T).trim(),
         "5"
