@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Benchmark: celeriac against Python Celery (pinned in scripts/requirements.txt), side by
+# side in one run on one private redis-server, with ratios. Not a test: nothing here fails
+# on a slow figure; it reports.
+#
+#   scripts/bench.sh                  all scenarios (S1..S6), 3 runs each, medians (~15 min)
+#   scripts/bench.sh --quick          smaller N, 1 run each (~2 min)
+#   scripts/bench.sh S2 S4            only these scenarios
+#   scripts/bench.sh --runs 5 --n S2=10000 S2
+#
+# Scenarios (see bench/driver.py for how each figure is taken):
+#   S1 JWQL mode: -c1 --max-tasks-per-child=1 --prefetch-multiplier 1 --acks-late, 500 add
+#      tasks (Python Celery: at most 20 tasks or 60 s, one run; it manages < 1 task/s)
+#   S2 single slot in-process: -P solo -c1 --prefetch-multiplier 1, 20,000 add tasks
+#   S3 saturation, best flags for each, 100,000 add tasks pushed by 4 producer processes
+#   S4 latency: idle worker, one task at a time, submit-to-start and submit-to-result, 2,000
+#   S5 footprint: idle RSS of the whole worker process tree, launch to first result
+#   S6 locks: scripts/bench-locks.sh (celeriac locks vs redis-py), when it is there
+#
+# Prints a table (medians; ratio = celeriac/Celery per column) and writes
+# target/bench/bench-<time>.{json,svg} plus latest.{json,svg,txt}; worker logs in
+# target/bench/logs/. Only 127.0.0.1 is used; everything started here is stopped on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
+
+driver_args=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -h|--help) usage; exit 0 ;;
+    --quick) driver_args+=(--quick --runs 1) ;;
+    --runs) driver_args+=(--runs "${2:?--runs needs a number}"); shift ;;
+    --runs=*) driver_args+=(--runs "${1#*=}") ;;
+    --n) driver_args+=(--n "${2:?--n needs S=COUNT}"); shift ;;
+    --n=*) driver_args+=(--n "${1#*=}") ;;
+    [sS][1-6]) driver_args+=("$(printf '%s' "$1" | tr s S)") ;;
+    *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+ensure_redis_server
+ensure_venv
+PY="$PWD/.venv/bin/python"
+
+step "building celeriac (release)"
+cargo build --quiet --locked --release -p worker --bin celeriac
+target=${CARGO_TARGET_DIR:-target}
+BIN="$(cd "$target/release" && pwd)/celeriac"
+OUT="$(mkdir -p "$target/bench" && cd "$target/bench" && pwd)"
+
+dir=$(mktemp -d)
+driver=""
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM HUP
+  if [ -n "$driver" ] && kill -0 "$driver" 2>/dev/null; then
+    kill -TERM "$driver" 2>/dev/null || true     # the driver stops its workers itself
+    for _ in $(seq 1 100); do kill -0 "$driver" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$driver" 2>/dev/null || true
+  fi
+  # Whatever the driver could not stop: every session it started has its pid listed here.
+  if [ -f "$dir/pids" ]; then
+    while read -r pid; do
+      [ -n "$pid" ] && kill -KILL -- "-$pid" "$pid" 2>/dev/null || true
+    done < "$dir/pids"
+  fi
+  [ -f "$dir/redis.pid" ] && kill "$(cat "$dir/redis.pid")" 2>/dev/null || true
+  rm -rf "$dir"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
+
+port=$(start_private_redis "$dir")
+step "private redis-server on 127.0.0.1:$port; results go to $OUT"
+
+# In the background and waited for, so a signal reaches the trap while the driver runs.
+"$PY" bench/driver.py --port "$port" --celeriac "$BIN" --out "$OUT" --pids "$dir/pids" \
+  ${driver_args[@]+"${driver_args[@]}"} &
+driver=$!
+wait "$driver"
