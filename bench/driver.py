@@ -469,7 +469,10 @@ def run_throughput(ctx: Ctx, sc_name: str, impl: str, run: int) -> dict:
     died = not w.alive()
     w.stop()
     res = collect(ctx.r, ids, lambda i: 2 * i)
-    return finish_throughput(ctx, w, res, n, t0=None, died=died, capped=cap_s is not None)
+    out = finish_throughput(ctx, w, res, n, t0=None, died=died, capped=cap_s is not None)
+    if cap_s is not None:
+        out["cap"] = f"{n} tasks or {cap_s:.0f} s"
+    return out
 
 
 def finish_throughput(ctx, w, res, n, t0, died, capped=False) -> dict:
@@ -780,6 +783,8 @@ def summarize(runs: list[dict]) -> dict:
     m["runs"] = len(runs)
     m["bad"] = sum(r.get("bad", 0) for r in runs)
     m["n"] = runs[0].get("n") if runs else None
+    if runs and runs[0].get("cap"):
+        m["cap"] = runs[0]["cap"]
     return m
 
 
@@ -835,6 +840,9 @@ def table(results: dict) -> str:
             n = m.get("n")
             done = m.get("completed")
             count = f"{done:.0f}/{n}" if n and done is not None and done < n else f"{n}"
+            if m.get("cap"):
+                count += " (cap)"
+                notes.append(f"{name} {impl}: capped at {m['cap']}, whichever came first")
             rows.append([sc["title"] if impl == "celeriac" else "", impl,
                          f"{count} x {m['runs']}"] + [fmt(x) for x in cols[impl]])
             if kind == "latency":
@@ -862,10 +870,18 @@ def table(results: dict) -> str:
     lines.insert(1, "-" * len(lines[0]))
     s6 = results["scenarios"].get("S6")
     if s6 is not None:
-        if "json" in s6 and s6.get("json") is not None and "skipped" not in s6:
-            lines.append("S6 locks (scripts/bench-locks.sh): " + json.dumps(s6["json"]))
+        j = s6.get("json") or {}
+        if "skipped" in s6:
+            lines.append(f"S6 locks: skipped - {s6['skipped']}")
+        elif j.get("celeriac_cycles_per_s") and j.get("redis_py_cycles_per_s"):
+            a, b = j["celeriac_cycles_per_s"], j["redis_py_cycles_per_s"]
+            lim = j.get("two_rtt_limit_cycles_per_s")
+            lines.append("S6 locks, uncontended acquire+release cycles/s (scripts/bench-locks.sh, "
+                         "its own medians):")
+            lines.append(f"  celeriac {fmt(a)}   redis-py {fmt(b)}   ratio c/r {fmt_ratio(a / b)}"
+                         + (f"   two-round-trip limit {fmt(lim)}" if lim else ""))
         else:
-            lines.append(f"S6 locks: skipped - {s6.get('skipped')}")
+            lines.append("S6 locks (scripts/bench-locks.sh): " + json.dumps(j))
     lines.append("")
     lines.append("tasks/s: S1/S2 first-to-last completion of a pre-filled queue; S3 from the start "
                  "of pushing by 4 producers to the last completion.")
@@ -1062,7 +1078,11 @@ def main():
         if name not in SCENARIOS or not count.isdigit() or int(count) < 2:
             raise SystemExit(f"--n {item}: want S1..S5=COUNT (COUNT >= 2)")
         SCENARIOS[name]["n"] = SCENARIOS[name]["quick_n"] = int(count)
-    main_bench(args)
+    try:
+        main_bench(args)
+    except KeyboardInterrupt as e:
+        log(f"interrupted ({e or 'SIGINT'}); workers stopped")
+        sys.exit(130)
 
 
 if __name__ == "__main__":

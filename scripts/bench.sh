@@ -41,21 +41,22 @@ while [ $# -gt 0 ]; do
   shift
 done
 
-ensure_redis_server
-ensure_venv
-PY="$PWD/.venv/bin/python"
-
-step "building celeriac (release)"
-cargo build --quiet --locked --release -p worker --bin celeriac
-target=${CARGO_TARGET_DIR:-target}
-BIN="$(cd "$target/release" && pwd)/celeriac"
-OUT="$(mkdir -p "$target/bench" && cd "$target/bench" && pwd)"
+# Long steps run in their own session, in the background, and are waited for: a signal then
+# reaches the trap at once, and the trap kills the step's whole process group.
+child=""
+run_waited() {
+  setsid "$@" &
+  child=$!
+  wait "$child"
+  child=""
+}
 
 dir=$(mktemp -d)
 driver=""
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM HUP
+  [ -n "$child" ] && kill -KILL -- "-$child" 2>/dev/null || true
   if [ -n "$driver" ] && kill -0 "$driver" 2>/dev/null; then
     kill -TERM "$driver" 2>/dev/null || true     # the driver stops its workers itself
     for _ in $(seq 1 100); do kill -0 "$driver" 2>/dev/null || break; sleep 0.1; done
@@ -75,6 +76,16 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 trap 'exit 129' HUP
+
+ensure_redis_server
+ensure_venv
+PY="$PWD/.venv/bin/python"
+
+step "building celeriac (release)"
+run_waited cargo build --quiet --locked --release -p worker --bin celeriac
+target=${CARGO_TARGET_DIR:-target}
+BIN="$(cd "$target/release" && pwd)/celeriac"
+OUT="$(mkdir -p "$target/bench" && cd "$target/bench" && pwd)"
 
 port=$(start_private_redis "$dir")
 step "private redis-server on 127.0.0.1:$port; results go to $OUT"
