@@ -330,6 +330,7 @@ class Template:
     @classmethod
     def capture(cls, r: redis.Redis) -> "Template":
         sys.path.insert(0, PYDIR)
+        sys.dont_write_bytecode = True  # no __pycache__ in the source tree
         import shared_tasks  # noqa: E402  (configured from CELERY_BROKER_URL)
 
         r.delete(QUEUE)
@@ -976,8 +977,9 @@ def main_bench(args):
     def on_signal(signum, _frame):
         raise KeyboardInterrupt(f"signal {signum}")
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGHUP, on_signal)
+    # SIGINT too: as a background job of a script the driver would otherwise inherit it ignored.
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(sig, on_signal)
     wanted = [s.upper() for s in args.scenarios] or ALL
     unknown = [s for s in wanted if s not in ALL]
     if unknown:
