@@ -201,6 +201,19 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
+def pss_kib(pid: int) -> int:
+    """Proportional set size: shared pages (a forked child's copy-on-write pages, libraries)
+    split between the processes sharing them, so a tree's sum counts them once."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 class Worker:
     """One worker process (celeriac or Python Celery) in its own session."""
 
@@ -704,13 +717,15 @@ def run_footprint(ctx: Ctx, sc_name: str, impl: str, run: int) -> dict:
     for _ in range(10):
         samples.append(w.sample())
         time.sleep(0.1)
-    procs = len([p for p in tree(w.proc.pid) if not zombie(p)])
+    live = [p for p in tree(w.proc.pid) if not zombie(p)]
+    procs = len(live)
+    pss = sum(pss_kib(p) for p in live)
     w.stop()
     return {
         "n": 1, "completed": 1, "bad": int(meta.get("result") != 42),
         "startup_s": t_done - w.t_launch,
         "idle_rss_kib": max(s[0] for s in samples), "idle_main_rss_kib": max(s[1] for s in samples),
-        "processes": procs,
+        "processes": procs, "idle_pss_kib": pss,
     }
 
 
@@ -772,7 +787,8 @@ def run_locks(ctx: Ctx) -> dict:
 
 MEDIAN_KEYS = ["rate", "p50_ms", "p99_ms", "max_gap_ms", "peak_rss_kib", "peak_main_rss_kib",
                "startup_s", "span_s", "push_s", "start_p50_ms", "start_p99_ms", "result_p50_ms",
-               "result_p99_ms", "idle_rss_kib", "idle_main_rss_kib", "processes", "completed"]
+               "result_p99_ms", "idle_rss_kib", "idle_main_rss_kib", "idle_pss_kib", "processes",
+               "completed"]
 
 
 def summarize(runs: list[dict]) -> dict:
@@ -853,6 +869,16 @@ def table(results: dict) -> str:
                 notes.append(f"{name} {impl}: {m['bad']} wrong or failed results")
         rows.append(["", "ratio c/C", ""] +
                     [fmt_ratio(ratio(a, b)) for a, b in zip(cols["celeriac"], cols["celery"])])
+        if kind == "footprint":
+            a, b = sc["celeriac"]["median"], sc["celery"]["median"]
+            if a.get("idle_pss_kib") and b.get("idle_pss_kib"):
+                notes.append(
+                    f"{name} idle tree, processes {a.get('processes', 0):.0f} vs "
+                    f"{b.get('processes', 0):.0f}; main process RSS "
+                    f"{fmt(a.get('idle_main_rss_kib', 0) / 1024)} vs "
+                    f"{fmt(b.get('idle_main_rss_kib', 0) / 1024)} MiB; PSS (shared pages counted "
+                    f"once) {fmt(a['idle_pss_kib'] / 1024)} vs {fmt(b['idle_pss_kib'] / 1024)} MiB, "
+                    f"ratio {fmt_ratio(a['idle_pss_kib'] / b['idle_pss_kib'])}")
         if kind == "latency":
             rows.append(["", "  (to result)", "", "",
                          fmt_ratio(ratio(sc["celeriac"]["median"].get("result_p50_ms"),
