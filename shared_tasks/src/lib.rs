@@ -22,7 +22,8 @@ pub fn registry() -> Registry {
         .register("shared_tasks.retry_until", retry_until)
         .register("shared_tasks.spawn_sleepers", spawn_sleepers)
         .register("shared_tasks.spin", spin)
-        .register("shared_tasks.append_line", append_line);
+        .register("shared_tasks.append_line", append_line)
+        .register("shared_tasks.locked_sleep", locked_sleep);
     r
 }
 
@@ -208,6 +209,23 @@ pub fn append_line(call: &TaskCall) -> Result<Value, TaskError> {
     f.write_all(format!("{line}\n").as_bytes())
         .map_err(|e| TaskError::exception("builtins", "OSError", e.to_string()))?;
     Ok(Value::String(line.to_string()))
+}
+
+/// `locked_sleep(key, seconds)`: sleeps under the global lock `key` (`#[only_one]` semantics,
+/// skip policy); returns `"ran"`, or `"skipped"` when someone — a Rust or a redis-py holder —
+/// already holds it. The lock server is `CELERIAC_LOCK_URL`, else `CELERY_BROKER_URL`.
+pub fn locked_sleep(call: &TaskCall) -> Result<Value, TaskError> {
+    let key = call.str_arg(0, "key")?;
+    let secs = call.f64_arg(1, "seconds")?;
+    match locks::demo::locked_sleep_outcome(key, secs) {
+        Ok(s) => Ok(json!(s)),
+        Err(locks::NotRun::Skipped { .. }) => Ok(json!("skipped")),
+        Err(e) => Err(TaskError::exception(
+            "builtins",
+            "RuntimeError",
+            e.to_string(),
+        )),
+    }
 }
 
 /// Resident set size of this process in KiB (`VmRSS` from `/proc/self/status`).

@@ -100,3 +100,18 @@ def append_line(path, line, seconds=0):
     with open(path, "a") as f:
         f.write(line + "\n")
     return line
+
+
+@app.task(name="shared_tasks.locked_sleep")
+def locked_sleep(key, seconds):
+    """Sleep under the redis-py lock `key`, as JWQL's only_one does; "skipped" when busy."""
+    import redis
+
+    lock = redis.Redis.from_url(BROKER).lock(key, timeout=30)
+    if not lock.acquire(blocking=False):
+        return "skipped"
+    try:
+        time.sleep(seconds)
+        return "ran"
+    finally:
+        lock.release()

@@ -33,6 +33,14 @@ fn main() -> ExitCode {
             }
         }
     }
+    if let Command::Worker(_) = &cli.command
+        && std::env::var_os("CELERIAC_LOCK_URL").is_none()
+    {
+        // Task bodies (and their child processes) take global locks where the broker is,
+        // as JWQL keeps broker and locks in one Redis.
+        // SAFETY: no other thread exists yet.
+        unsafe { std::env::set_var("CELERIAC_LOCK_URL", &cli.broker) };
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -88,6 +96,14 @@ async fn run(cli: Cli) -> Result<u8> {
                 Command::Jobs(a) => cli::ops::jobs(a, broker, &backend_url).await,
                 Command::Job(a) => cli::ops::job(a, broker, &backend_url).await,
                 Command::Dead(c) => cli::ops::dead(c, broker).await,
+                Command::Locks(c) => {
+                    // Locks live where the broker is unless told otherwise (JWQL keeps both in db 0).
+                    let url =
+                        std::env::var("CELERIAC_LOCK_URL").unwrap_or_else(|_| broker.to_string());
+                    cli::locks::run(c, &url)
+                        .await
+                        .map(|code| code.clamp(0, 255) as u8)
+                }
                 _ => unreachable!("matched above"),
             }
         }

@@ -876,3 +876,170 @@ fn eight_processes_rust_and_python_mixed_exclude_each_other_exactly() {
     assert_eq!(count, 8 * PER_PROCESS, "lost updates: the lock let two in");
     assert_eq!(overlaps, None, "two holders were inside at once");
 }
+
+// ---------------------------------------------------------------------------------------
+// `celeriac locks` (the binary)
+
+fn celeriac_locks(server: &RedisServer, args: &[&str]) -> tests::PyOutput {
+    let mut cmd = Command::new(tests::celeriac_bin());
+    cmd.arg("-b")
+        .arg(server.url(0))
+        .arg("locks")
+        .args(args)
+        .env_remove("CELERIAC_LOCK_URL");
+    run_with_timeout(cmd, Duration::from_secs(60))
+}
+
+#[test]
+fn celeriac_locks_list_show_and_release_refuse_a_live_holder_and_force_a_python_one() {
+    let server = RedisServer::start();
+    py(&server, "assert r.lock('jw01_nrca1').acquire()");
+    let c = locks::blocking::Client::open(&server.url(0)).unwrap();
+    let g = c
+        .lock("bias_monitor")
+        .timeout(Duration::from_secs(60))
+        .purpose("monitor")
+        .acquire()
+        .unwrap();
+
+    let out = celeriac_locks(&server, &["list"]);
+    assert!(out.success, "{}", out.stderr);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert!(lines[0].starts_with("NAME"), "{}", out.stdout);
+    assert!(
+        lines[1].starts_with("bias_monitor") && lines[1].contains("alive"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        lines[2].starts_with("jw01_nrca1") && lines[2].contains("no expiry"),
+        "{}",
+        out.stdout
+    );
+
+    let out = celeriac_locks(&server, &["list", "--pattern", "jw*", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    assert_eq!(v[0]["name"], "jw01_nrca1");
+    assert_eq!(v[0]["kind"], "redis-py");
+    assert_eq!(v.as_array().unwrap().len(), 1);
+
+    let out = celeriac_locks(&server, &["show", "bias_monitor", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    assert_eq!(v["holder"]["pid"], std::process::id());
+    assert_eq!(v["holder"]["fence"], g.fence());
+    assert_eq!(v["alive"], true);
+
+    let out = celeriac_locks(&server, &["release", "bias_monitor"]);
+    assert_eq!(out.code, Some(3), "live holder refused: {}", out.stderr);
+    assert!(g.owned().unwrap());
+    let out = celeriac_locks(&server, &["release", "jw01_nrca1"]);
+    assert_eq!(out.code, Some(3), "{}", out.stderr);
+    let out = celeriac_locks(&server, &["release", "jw01_nrca1", "--force"]);
+    assert!(out.success, "{}", out.stderr);
+    assert!(out.stdout.contains("redis-py token"), "{}", out.stdout);
+    assert!(!c.lock("jw01_nrca1").locked().unwrap());
+    let out = celeriac_locks(&server, &["show", "jw01_nrca1"]);
+    assert_eq!(out.code, Some(1));
+    g.release().unwrap();
+}
+
+#[test]
+fn celeriac_locks_acquire_runs_the_command_under_the_lock_and_fails_fast_when_busy() {
+    let server = RedisServer::start();
+    let out = celeriac_locks(
+        &server,
+        &[
+            "acquire",
+            "job",
+            "--",
+            "sh",
+            "-c",
+            "echo fence=$CELERIAC_LOCK_FENCE; exit 7",
+        ],
+    );
+    assert_eq!(out.code, Some(7), "the command's exit code: {}", out.stderr);
+    assert!(out.stdout.contains("fence="), "{}", out.stdout);
+    let c = locks::blocking::Client::open(&server.url(0)).unwrap();
+    assert!(
+        !c.lock("job").locked().unwrap(),
+        "released after the command"
+    );
+
+    // Busy: Python holds it; without --wait the command does not run.
+    py(&server, "assert r.lock('job', timeout=1).acquire()");
+    let out = celeriac_locks(&server, &["acquire", "job", "--", "sh", "-c", "echo ran"]);
+    assert_eq!(out.code, Some(75), "{}", out.stderr);
+    assert!(!out.stdout.contains("ran"));
+    // With --wait longer than the Python lock's TTL it runs.
+    let out = celeriac_locks(
+        &server,
+        &[
+            "acquire", "job", "--wait", "5", "--", "sh", "-c", "echo ran",
+        ],
+    );
+    assert!(out.success, "{}", out.stderr);
+    assert_eq!(out.stdout.trim(), "ran");
+}
+
+// ---------------------------------------------------------------------------------------
+// Tasks that take locks, run by a celeriac worker
+
+#[test]
+fn locked_sleep_task_runs_once_and_skips_while_python_or_another_task_holds_the_key() {
+    let server = RedisServer::start();
+    let url = server.url(0);
+    let _w = tests::CeleriacWorker::start(&url, &["-c2", "--max-tasks-per-child=1"]);
+    let out = tests::py(
+        &url,
+        &url,
+        r#"
+import redis
+a = locked_sleep.delay("calibrate:jw01", 1.5)
+time.sleep(0.5)
+b = locked_sleep.delay("calibrate:jw01", 0.1)
+print(a.get(timeout=20), b.get(timeout=20))
+r = redis.Redis.from_url(app.conf.broker_url)
+l = r.lock("calibrate:jw02")
+assert l.acquire()
+print(locked_sleep.delay("calibrate:jw02", 0.1).get(timeout=20))
+l.release()
+print(locked_sleep.delay("calibrate:jw02", 0.1).get(timeout=20))
+"#,
+        PY_TIMEOUT,
+    );
+    assert_eq!(
+        out.split_whitespace().collect::<Vec<_>>(),
+        ["ran", "skipped", "skipped", "ran"]
+    );
+}
+
+#[test]
+fn a_killed_task_frees_its_lock_at_once_not_after_the_ttl() {
+    let server = RedisServer::start();
+    let url = server.url(0);
+    let _w = tests::CeleriacWorker::start(&url, &["-c1", "--max-tasks-per-child=1"]);
+    let mut c = server.client(0);
+    let out = tests::py(
+        &url,
+        &url,
+        r#"
+from billiard.exceptions import TimeLimitExceeded
+r = app.send_task("shared_tasks.locked_sleep", args=["dark:jw03", 30], time_limit=1)
+try:
+    r.get(timeout=20)
+except TimeLimitExceeded:
+    print("killed")
+"#,
+        PY_TIMEOUT,
+    );
+    assert_eq!(out.trim(), "killed");
+    // The lock's TTL is 30 s; the worker frees it as soon as the child is gone.
+    wait_until(
+        Duration::from_secs(3),
+        "the dead task's lock to be released",
+        || {
+            let held: bool = c.exists("dark:jw03").unwrap();
+            (!held).then_some(())
+        },
+    );
+}

@@ -3,6 +3,7 @@
 //!
 //! Both `-lINFO` and `-l info`, `--opt=value` and `--opt value` parse, as with Celery.
 
+pub mod locks;
 pub mod ops;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -82,6 +83,9 @@ pub enum Command {
     /// The dead-letter list: list, show, requeue, purge.
     #[command(subcommand)]
     Dead(ops::DeadCmd),
+    /// Global Redis locks (redis-py compatible): list, show, release, acquire.
+    #[command(subcommand)]
+    Locks(self::locks::LocksCmd),
     /// Internal: a task-executing child process (spawned by the worker).
     #[command(name = "__child", hide = true)]
     Child(ChildArgs),

@@ -754,6 +754,9 @@ async fn run_request(inner: &Arc<Inner>, id: &str) {
         )
         .await;
     let runtime = t0.elapsed().as_secs_f64();
+    if !matches!(outcome, ExecOutcome::Done(_)) {
+        release_locks_of_dead_child(inner, id);
+    }
     let action = finish(inner, &msg, outcome, runtime, job).await;
     match action {
         AckAction::Ack if !early_ack => ack(inner, &delivery).await,
@@ -773,6 +776,42 @@ async fn run_request(inner: &Arc<Inner>, id: &str) {
     }
     inner.state.count_done(&msg.headers.task);
     inner.state.release(id);
+}
+
+/// A task's process died or was killed: free the global locks it held at once (instead of
+/// after their TTL), as the lock library records the holder's pid beside each lock.
+fn release_locks_of_dead_child(inner: &Inner, id: &str) {
+    let pid = match inner
+        .state
+        .held
+        .lock()
+        .expect("held")
+        .get(id)
+        .map(|h| h.phase.clone())
+    {
+        Some(HeldPhase::Active {
+            worker_pid: Some(pid),
+            ..
+        }) if pid != std::process::id() => pid,
+        _ => return,
+    };
+    let task_id = id.to_string();
+    tokio::spawn(async move {
+        let url = locks::Client::url_from_env();
+        let released = match locks::Client::open(&url) {
+            Ok(client) => locks::admin::release_held_by_pid(&client, pid).await,
+            Err(e) => Err(e),
+        };
+        match released {
+            Ok(names) if !names.is_empty() => {
+                tracing::warn!(%task_id, pid, locks = ?names, "released the locks of a task whose process died")
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(%task_id, pid, error = %e, "could not release the locks of a dead task process")
+            }
+        }
+    });
 }
 
 async fn republish_front(inner: &Inner, d: &Delivery) {
