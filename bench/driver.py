@@ -886,6 +886,12 @@ def table(results: dict) -> str:
                          fmt_ratio(ratio(sc["celeriac"]["median"].get("result_p99_ms"),
                                          sc["celery"]["median"].get("result_p99_ms"))), "", ""])
         rows.append(None)
+    meta = results["meta"]
+    load = lambda xs: "/".join(f"{x:.1f}" for x in xs)  # noqa: E731
+    title = (f"{meta['date']}, {meta['machine']}, load average {load(meta['loadavg_start'])} at "
+             f"start, {load(meta.get('loadavg_end', []))} at end; {meta['celeriac_version']} vs "
+             f"Celery {meta['celery_version']}, redis-server {meta['redis_server']}"
+             + (", --quick" if meta["quick"] else ""))
     widths = [max(len(r[i]) for r in rows if r) for i in range(len(head))]
     lines = []
     for r in rows:
@@ -895,6 +901,7 @@ def table(results: dict) -> str:
         lines.append("  ".join(c.ljust(widths[i]) if i < 3 else c.rjust(widths[i])
                                for i, c in enumerate(r)).rstrip())
     lines.insert(1, "-" * len(lines[0]))
+    lines.insert(0, title)
     s6 = results["scenarios"].get("S6")
     if s6 is not None:
         j = s6.get("json") or {}

@@ -3,8 +3,8 @@
 # side in one run on one private redis-server, with ratios. Not a test: nothing here fails
 # on a slow figure; it reports.
 #
-#   scripts/bench.sh                  all scenarios (S1..S6), 3 runs each, medians (~15 min)
-#   scripts/bench.sh --quick          smaller N, 1 run each (~2 min)
+#   scripts/bench.sh                  all scenarios (S1..S6), 3 runs each, medians (~13 min)
+#   scripts/bench.sh --quick          smaller N, 1 run each unless --runs (~3 min)
 #   scripts/bench.sh S2 S4            only these scenarios
 #   scripts/bench.sh --runs 5 --n S2=10000 S2
 #
@@ -27,12 +27,14 @@ source scripts/lib.sh
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 
 driver_args=()
+runs=""
+quick=""
 while [ $# -gt 0 ]; do
   case "$1" in
     -h|--help) usage; exit 0 ;;
-    --quick) driver_args+=(--quick --runs 1) ;;
-    --runs) driver_args+=(--runs "${2:?--runs needs a number}"); shift ;;
-    --runs=*) driver_args+=(--runs "${1#*=}") ;;
+    --quick) quick=1; driver_args+=(--quick) ;;
+    --runs) runs=${2:?--runs needs a number}; shift ;;
+    --runs=*) runs=${1#*=} ;;
     --n) driver_args+=(--n "${2:?--n needs S=COUNT}"); shift ;;
     --n=*) driver_args+=(--n "${1#*=}") ;;
     [sS][1-6]) driver_args+=("$(printf '%s' "$1" | tr s S)") ;;
@@ -40,6 +42,8 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
+[ -z "$runs" ] && [ -n "$quick" ] && runs=1
+[ -n "$runs" ] && driver_args+=(--runs "$runs")
 
 # Long steps run in their own session, in the background, and are waited for: a signal then
 # reaches the trap at once, and the trap kills the step's whole process group.
