@@ -309,6 +309,10 @@ pub async fn purge(a: PurgeArgs, broker_url: &str, backend_url: &str) -> Result<
         per_queue.insert(q.clone(), msgs.len());
         ids.extend(msgs.iter().filter_map(|m| task_id_of(m)));
     }
+    // Beyond Celery: wake every client waiting on a purged task with REVOKED('purged'). A
+    // message taken off the list can no longer run anywhere, so this goes first, before the
+    // slower look at what workers hold.
+    revoke_purged(&backend, &ids).await?;
     // Reserved-but-not-running messages of these queues sit in `unacked`; Celery leaves them
     // there (they come back after the visibility timeout). Ask the workers what is running,
     // and drop the rest.
@@ -363,18 +367,8 @@ pub async fn purge(a: PurgeArgs, broker_url: &str, backend_url: &str) -> Result<
         )
         .await;
     }
+    revoke_purged(&backend, &dropped_ids).await?;
     ids.extend(dropped_ids);
-    // Beyond Celery: wake every waiting client with REVOKED('purged').
-    for id in &ids {
-        let mut meta = ResultMeta::exception(
-            id,
-            TaskState::Revoked,
-            &ExceptionInfo::revoked("purged"),
-            None,
-        );
-        meta.children = Value::Null;
-        backend.store(&meta).await?;
-    }
     let total: usize = per_queue.values().sum();
     if a.json {
         print_json(
@@ -392,6 +386,24 @@ pub async fn purge(a: PurgeArgs, broker_url: &str, backend_url: &str) -> Result<
         );
     }
     Ok(0)
+}
+
+/// Store and publish REVOKED(`purged`) for each id, waking `AsyncResult.get()` callers.
+async fn revoke_purged(backend: &celeriac::Backend, ids: &[String]) -> Result<()> {
+    for id in ids {
+        let mut meta = ResultMeta::exception(
+            id,
+            TaskState::Revoked,
+            &ExceptionInfo::revoked("purged"),
+            None,
+        );
+        meta.children = Value::Null;
+        backend
+            .store(&meta)
+            .await
+            .with_context(|| format!("storing REVOKED for purged task {id}"))?;
+    }
+    Ok(())
 }
 
 fn task_id_of(raw: &[u8]) -> Option<String> {
@@ -499,99 +511,240 @@ fn print_replies(replies: &[Reply], as_json: bool) {
     }
 }
 
+/// What `control shutdown` knows about one node it asked to stop.
+#[derive(Debug)]
+struct Stopping {
+    /// Tasks it is still running: id → `name[id]`.
+    running: BTreeMap<String, String>,
+    /// Last sign of life: a reply to a probe or a heartbeat.
+    last_seen: Instant,
+    /// Its heartbeat interval (`freq` of its worker events; Celery's default 2 s).
+    freq: f64,
+    /// It published `worker-offline` (a Python worker does so *before* its running tasks
+    /// finish, with `active` > 0; a celeriac worker after they finished).
+    offline: bool,
+    /// Task events were seen from it, so the end of its tasks can be observed.
+    task_events: bool,
+    /// Confirmed stopped.
+    stopped: bool,
+    /// The last status line printed.
+    said: String,
+}
+
+impl Stopping {
+    fn new(running: BTreeMap<String, String>) -> Self {
+        Stopping {
+            running,
+            last_seen: Instant::now(),
+            freq: 2.0,
+            offline: false,
+            task_events: false,
+            stopped: false,
+            said: String::new(),
+        }
+    }
+
+    /// Gone from the cluster: offline, or neither answering nor heartbeating for two
+    /// heartbeat intervals (Celery's own `Worker.alive` rule in `celery/events/state.py`).
+    fn gone(&self) -> bool {
+        self.offline || self.last_seen.elapsed().as_secs_f64() > (2.0 * self.freq).max(4.0)
+    }
+
+    /// The status line for this node.
+    fn status(&self) -> String {
+        if self.stopped {
+            return "stopped".into();
+        }
+        if self.running.is_empty() {
+            return "stopping".into();
+        }
+        let tasks: Vec<&str> = self.running.values().map(String::as_str).collect();
+        let busy = format!("busy: {}", tasks.join(", "));
+        if self.gone() {
+            format!("{busy} (left the cluster; waiting for its task events)")
+        } else {
+            busy
+        }
+    }
+
+    /// Print the status line when it changed.
+    fn say(&mut self, node: &str, quiet: bool) {
+        let line = self.status();
+        if line != self.said {
+            if !quiet {
+                println!("{node}: {line}");
+            }
+            self.said = line;
+        }
+    }
+}
+
+/// `name[id]` of a `Request.info()` entry.
+fn task_label(t: &Value) -> String {
+    format!(
+        "{}[{}]",
+        t["name"].as_str().unwrap_or("?"),
+        t["id"].as_str().unwrap_or("?")
+    )
+}
+
+/// The running tasks of an `active` reply: id → `name[id]`.
+fn running_of(reply: &Value) -> Option<BTreeMap<String, String>> {
+    Some(
+        reply
+            .as_array()?
+            .iter()
+            .filter_map(|t| Some((t["id"].as_str()?.to_string(), task_label(t))))
+            .collect(),
+    )
+}
+
 /// Warm-stop the targeted nodes and watch them go: exit 0 when all stopped.
+///
+/// A node counts as stopped once it has left the cluster (its `worker-offline` event, or no
+/// reply and no heartbeat for two heartbeat intervals) *and* none of the tasks it was running
+/// is unaccounted for: tasks come from `active` replies and leave through
+/// `task-succeeded/failed/revoked/...` events. One slow reply never makes a busy node look
+/// stopped.
 async fn shutdown(broker: &Broker, target: &Target, wait: Duration) -> Result<u8> {
     let (dest, timeout) = targets(target);
-    let alive: BTreeSet<String> =
-        control::broadcast(broker, "ping", Map::new(), &dest, timeout, true)
-            .await?
-            .into_iter()
-            .map(|r| r.node)
-            .collect();
-    if alive.is_empty() {
+    // Listen before asking anything, so no heartbeat, offline or task event is missed.
+    let mut events = Box::pin(control::events(broker).await?);
+    // `active` doubles as the ping: who is up, and what each one is running.
+    let first = control::broadcast(broker, "active", Map::new(), &dest, timeout, true).await?;
+    if first.is_empty() {
         eprintln!("Error: No nodes replied within time constraint");
         return Ok(EX_UNAVAILABLE);
     }
-    // Listen for worker-offline before asking anyone to stop.
-    let mut events = Box::pin(control::events(broker).await?);
-    let dest_list: Vec<String> = alive.iter().cloned().collect();
-    control::broadcast(broker, "shutdown", Map::new(), &dest_list, timeout, false).await?;
-    let mut offline: BTreeSet<String> = BTreeSet::new();
-    let mut report: BTreeMap<String, Value> = BTreeMap::new();
+    for d in &dest {
+        if !first.iter().any(|r| &r.node == d) {
+            eprintln!("{d}: no reply (not up?); not asked to stop");
+        }
+    }
+    let mut nodes: BTreeMap<String, Stopping> = first
+        .iter()
+        .map(|r| {
+            let running = running_of(&r.value).unwrap_or_default();
+            (r.node.clone(), Stopping::new(running))
+        })
+        .collect();
+    let asked: Vec<String> = nodes.keys().cloned().collect();
+    control::broadcast(broker, "shutdown", Map::new(), &asked, timeout, false).await?;
+    for (n, st) in nodes.iter_mut() {
+        st.say(n, target.json);
+    }
     let deadline = Instant::now() + wait;
-    let mut next_check = Instant::now() + Duration::from_millis(500);
-    let mut last_busy: BTreeMap<String, String> = BTreeMap::new();
-    while offline.len() < alive.len() && Instant::now() < deadline {
+    let mut next_probe = Instant::now() + Duration::from_millis(500);
+    while nodes.values().any(|s| !s.stopped) && Instant::now() < deadline {
         tokio::select! {
             ev = events.next() => {
-                if let Some(ev) = ev
-                    && ev["type"] == "worker-offline"
-                    && let Some(h) = ev["hostname"].as_str()
-                    && alive.contains(h)
-                {
-                    offline.insert(h.to_string());
-                    if !target.json {
-                        println!("{h}: stopped");
-                    }
+                let Some(ev) = ev else { bail!("the event subscription was closed") };
+                if let Some(st) = ev["hostname"].as_str().and_then(|h| nodes.get_mut(h)) {
+                    observe(st, &ev);
                 }
             }
-            _ = tokio::time::sleep_until(next_check.into()) => {
-                next_check = Instant::now() + Duration::from_secs(1);
-                let waiting: Vec<String> = alive.difference(&offline).cloned().collect();
-                let replies = control::broadcast(broker, "active", Map::new(), &waiting, Duration::from_millis(500), true).await.unwrap_or_default();
-                let answered: BTreeSet<String> = replies.iter().map(|r| r.node.clone()).collect();
-                for r in &replies {
-                    let tasks: Vec<String> = r.value.as_array().into_iter().flatten()
-                        .map(|t| format!("{}[{}]", t["name"].as_str().unwrap_or("?"), t["id"].as_str().unwrap_or("?")))
-                        .collect();
-                    let text = if tasks.is_empty() { "stopping".to_string() } else { format!("busy: {}", tasks.join(", ")) };
-                    if last_busy.get(&r.node) != Some(&text) && !target.json {
-                        println!("{}: {text}", r.node);
-                    }
-                    report.insert(r.node.clone(), json!(tasks));
-                    last_busy.insert(r.node.clone(), text);
-                }
-                // A node that stopped answering and whose heartbeat we never saw again is gone
-                // even if its offline event was lost (pub/sub is at-most-once).
-                for n in waiting {
-                    if !answered.contains(&n) && last_busy.contains_key(&n) {
-                        offline.insert(n.clone());
-                        if !target.json {
-                            println!("{n}: stopped");
+            _ = tokio::time::sleep_until(deadline.into()) => {}
+            _ = tokio::time::sleep_until(next_probe.into()) => {
+                next_probe = Instant::now() + Duration::from_secs(1);
+                let waiting: Vec<String> = nodes
+                    .iter()
+                    .filter(|(_, s)| !s.stopped && !s.offline)
+                    .map(|(n, _)| n.clone())
+                    .collect();
+                if !waiting.is_empty() {
+                    let replies = control::broadcast(
+                        broker, "active", Map::new(), &waiting, Duration::from_millis(500), true,
+                    )
+                    .await
+                    .unwrap_or_default();
+                    for r in replies {
+                        if let (Some(st), Some(running)) = (nodes.get_mut(&r.node), running_of(&r.value)) {
+                            st.last_seen = Instant::now();
+                            st.running = running;
                         }
                     }
                 }
             }
         }
+        for (n, st) in nodes.iter_mut() {
+            if !st.stopped && st.gone() && st.running.is_empty() {
+                st.stopped = true;
+            }
+            st.say(n, target.json);
+        }
     }
-    let stragglers: Vec<String> = alive.difference(&offline).cloned().collect();
+    let stragglers: Vec<String> = nodes
+        .iter()
+        .filter(|(_, s)| !s.stopped)
+        .map(|(n, _)| n.clone())
+        .collect();
     if target.json {
-        let nodes: Map<String, Value> = alive
+        let out: Map<String, Value> = nodes
             .iter()
-            .map(|n| {
-                (
-                    n.clone(),
-                    if offline.contains(n) {
-                        json!("stopped")
-                    } else {
-                        json!({"running": report.get(n).cloned().unwrap_or(json!([]))})
-                    },
-                )
+            .map(|(n, s)| {
+                let v = if s.stopped {
+                    json!("stopped")
+                } else {
+                    json!({"running": s.running.values().collect::<Vec<_>>(), "left_cluster": s.gone()})
+                };
+                (n.clone(), v)
             })
             .collect();
-        print_json(&json!({"nodes": nodes, "stragglers": stragglers}));
+        print_json(&json!({"nodes": out, "stragglers": stragglers}));
     }
     if stragglers.is_empty() {
-        Ok(0)
-    } else {
-        for n in &stragglers {
-            eprintln!(
-                "{n}: still running after {:.0}s: {}",
-                wait.as_secs_f64(),
-                report.get(n).cloned().unwrap_or(json!([]))
-            );
+        return Ok(0);
+    }
+    for n in &stragglers {
+        let st = &nodes[n];
+        let why = if !st.gone() {
+            "still up"
+        } else if st.task_events {
+            "left the cluster; its tasks were not reported finished"
+        } else {
+            "left the cluster without task events to confirm its tasks finished; run workers with -E"
+        };
+        let tasks: Vec<&str> = st.running.values().map(String::as_str).collect();
+        eprintln!(
+            "{n}: not stopped after {:.0}s ({why}); running: {}",
+            wait.as_secs_f64(),
+            if tasks.is_empty() {
+                "-".to_string()
+            } else {
+                tasks.join(", ")
+            }
+        );
+    }
+    Ok(1)
+}
+
+/// Fold one event from a stopping node into what we know about it.
+fn observe(st: &mut Stopping, ev: &Value) {
+    let uuid = ev["uuid"].as_str().unwrap_or("");
+    match ev["type"].as_str().unwrap_or("") {
+        "worker-heartbeat" | "worker-online" => {
+            st.last_seen = Instant::now();
+            if let Some(f) = ev["freq"].as_f64().filter(|f| *f > 0.0) {
+                st.freq = f;
+            }
         }
-        Ok(1)
+        "worker-offline" => {
+            st.offline = true;
+            if ev["active"].as_u64() == Some(0) {
+                st.running.clear();
+            }
+        }
+        "task-started" => {
+            st.task_events = true;
+            st.running
+                .entry(uuid.to_string())
+                .or_insert_with(|| format!("?[{uuid}]"));
+        }
+        "task-succeeded" | "task-failed" | "task-revoked" | "task-rejected" | "task-retried" => {
+            st.task_events = true;
+            st.running.remove(uuid);
+        }
+        _ => {}
     }
 }
 
@@ -614,43 +767,7 @@ pub async fn inspect(a: InspectArgs, broker_url: &str) -> Result<u8> {
         eprintln!("Error: No nodes replied within time constraint");
     } else {
         for r in &replies {
-            match (&a.method[..], &r.value) {
-                ("ping", _) => println!("->  {}: OK pong", r.node),
-                (_, Value::Array(items)) => {
-                    println!("->  {}: OK", r.node);
-                    if items.is_empty() {
-                        println!("    - empty -");
-                    }
-                    for i in items {
-                        match i {
-                            Value::String(s) => println!("    * {s}"),
-                            Value::Object(o) if o.contains_key("request") => println!(
-                                "    * {}[{}] eta:{}",
-                                o["request"]["name"].as_str().unwrap_or("?"),
-                                o["request"]["id"].as_str().unwrap_or("?"),
-                                o["eta"].as_str().unwrap_or("?")
-                            ),
-                            Value::Object(o) => println!(
-                                "    * {}[{}] args={} kwargs={} pid={}",
-                                o.get("name")
-                                    .and_then(Value::as_str)
-                                    .unwrap_or(o.get("name").map(|_| "?").unwrap_or("?")),
-                                o.get("id").and_then(Value::as_str).unwrap_or("?"),
-                                o.get("args").cloned().unwrap_or(Value::Null),
-                                o.get("kwargs").cloned().unwrap_or(Value::Null),
-                                o.get("worker_pid").cloned().unwrap_or(Value::Null)
-                            ),
-                            other => println!("    * {other}"),
-                        }
-                    }
-                }
-                (_, v) => {
-                    println!("->  {}: OK", r.node);
-                    for line in serde_json::to_string_pretty(v).unwrap_or_default().lines() {
-                        println!("    {line}");
-                    }
-                }
-            }
+            print_inspect_reply(&a.method, r);
         }
         println!(
             "\n{} node{} online.",
@@ -663,6 +780,69 @@ pub async fn inspect(a: InspectArgs, broker_url: &str) -> Result<u8> {
     } else {
         0
     })
+}
+
+/// One node's inspect reply as Celery's CLI shows it: `ok`/`error` texts, one line per list
+/// item (tasks, scheduled entries, queues, names), anything else as indented JSON.
+fn print_inspect_reply(method: &str, r: &Reply) {
+    let (tag, body) = match &r.value {
+        Value::Object(m) if m.contains_key("error") => ("ERROR", Some(text(&m["error"]))),
+        Value::Object(m) if m.len() == 1 && m.contains_key("ok") => ("OK", Some(text(&m["ok"]))),
+        _ => ("OK", None),
+    };
+    if method == "ping" && tag == "OK" {
+        return println!("->  {}: OK {}", r.node, body.as_deref().unwrap_or("pong"));
+    }
+    println!("->  {}: {tag}", r.node);
+    if let Some(body) = body {
+        for line in body.trim_matches('\n').lines() {
+            println!("        {line}");
+        }
+        return;
+    }
+    let Value::Array(items) = &r.value else {
+        for line in serde_json::to_string_pretty(&r.value)
+            .unwrap_or_default()
+            .lines()
+        {
+            println!("    {line}");
+        }
+        return;
+    };
+    if items.is_empty() {
+        println!("    - empty -");
+    }
+    for i in items {
+        match i {
+            Value::String(s) => println!("    * {s}"),
+            // scheduled: {eta, priority, request}
+            Value::Object(o) if o.contains_key("request") => println!(
+                "    * {} eta:{} priority:{}",
+                task_label(&o["request"]),
+                text(&o["eta"]),
+                text(&o["priority"])
+            ),
+            // active_queues: kombu Queue.as_dict()
+            Value::Object(o) if o.contains_key("exchange") && o.contains_key("routing_key") => {
+                println!(
+                    "    * {} exchange={}({}) key={}",
+                    text(&o["name"]),
+                    text(&o["exchange"]["name"]),
+                    text(&o["exchange"]["type"]),
+                    text(&o["routing_key"])
+                )
+            }
+            // active/reserved: Request.info()
+            Value::Object(o) if o.contains_key("id") => println!(
+                "    * {} args={} kwargs={} pid={}",
+                task_label(i),
+                o.get("args").cloned().unwrap_or(Value::Null),
+                o.get("kwargs").cloned().unwrap_or(Value::Null),
+                o.get("worker_pid").cloned().unwrap_or(Value::Null)
+            ),
+            other => println!("    * {other}"),
+        }
+    }
 }
 
 /// Live nodes seen through heartbeats within `listen` (after a `heartbeat` cast that makes
@@ -803,6 +983,9 @@ pub async fn events(a: EventsArgs, broker_url: &str) -> Result<u8> {
         .timeout
         .map(|t| tokio::time::Instant::now() + Duration::from_secs_f64(t));
     let mut n = 0;
+    // One Ctrl-C listener for the whole stream: a fresh one per event could miss a signal
+    // that arrives while a line is being written.
+    let mut interrupted = std::pin::pin!(tokio::signal::ctrl_c());
     loop {
         let next = async {
             match deadline {
@@ -815,7 +998,7 @@ pub async fn events(a: EventsArgs, broker_url: &str) -> Result<u8> {
         };
         let ev = tokio::select! {
             ev = next => ev,
-            _ = tokio::signal::ctrl_c() => None,
+            _ = &mut interrupted => None,
         };
         let Some(ev) = ev else { break };
         let line = if a.json {

@@ -227,9 +227,7 @@ async fn dispatch(inner: &Arc<Inner>, req: &ControlRequest) -> Option<Value> {
             revoke(
                 inner,
                 args.get("task_id"),
-                args.get("terminate")
-                    .and_then(Value::as_bool)
-                    .unwrap_or(false),
+                args.get("terminate").is_some_and(truthy),
                 args.get("signal"),
             )
             .await
@@ -411,10 +409,77 @@ async fn dispatch(inner: &Arc<Inner>, req: &ControlRequest) -> Option<Value> {
     })
 }
 
-/// Python's repr of a set of strings: `{'a', 'b'}`.
+/// Python's truth value of a JSON argument: Flower sends `terminate` as `1`, the celery CLI as
+/// `true`, and `if terminate:` in `celery/worker/control.py` accepts both.
+fn truthy(v: &Value) -> bool {
+    match v {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
+        Value::String(s) => !s.is_empty(),
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(o) => !o.is_empty(),
+    }
+}
+
+/// Python's repr of a set of strings: `{'a', 'b'}`, or `set()` when empty.
 fn set_repr(ids: &[String]) -> String {
+    if ids.is_empty() {
+        return "set()".into();
+    }
     let inner: Vec<String> = ids.iter().map(|i| format!("'{i}'")).collect();
     format!("{{{}}}", inner.join(", "))
+}
+
+/// Python's type name of a JSON value, for error messages that match the worker's.
+fn py_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "NoneType",
+        Value::Bool(_) => "bool",
+        Value::Number(n) if n.is_f64() => "float",
+        Value::Number(_) => "int",
+        Value::String(_) => "str",
+        Value::Array(_) => "list",
+        Value::Object(_) => "dict",
+    }
+}
+
+/// The ids of a `revoke`/`terminate` request, as `set(maybe_list(task_id) or [])` reads them,
+/// or the error reply a Python worker gives for the same argument (`celery/worker/control.py`:
+/// a dict or list inside the set is unhashable; a non-string id fails the `', '.join`).
+fn revoke_ids(task_id: Option<&Value>) -> Result<Vec<String>, Value> {
+    let items: Vec<&Value> = match task_id {
+        None => {
+            return Err(
+                json!({"error": "TypeError(\"revoke() missing 1 required positional argument: 'task_id'\")"}),
+            );
+        }
+        Some(Value::Null) => vec![],
+        Some(Value::Array(a)) => a.iter().collect(),
+        Some(one) => vec![one],
+    };
+    if let Some(bad) = items
+        .iter()
+        .find(|v| matches!(v, Value::Array(_) | Value::Object(_)))
+    {
+        return Err(
+            json!({"error": format!("TypeError(\"unhashable type: '{}'\")", py_type(bad))}),
+        );
+    }
+    if let Some(bad) = items.iter().find(|v| !v.is_string()) {
+        return Err(json!({"error": format!(
+            "TypeError('sequence item 0: expected str instance, {} found')",
+            py_type(bad)
+        )}));
+    }
+    let mut ids: Vec<String> = Vec::new();
+    for v in items {
+        let id = v.as_str().expect("checked above").to_string();
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    Ok(ids)
 }
 
 async fn revoke(
@@ -423,18 +488,11 @@ async fn revoke(
     terminate: bool,
     signal: Option<&Value>,
 ) -> Value {
-    let ids: Vec<String> = match task_id {
-        Some(Value::String(s)) => vec![s.clone()],
-        Some(Value::Array(a)) if a.iter().all(Value::is_string) => a
-            .iter()
-            .filter_map(|v| v.as_str().map(String::from))
-            .collect(),
-        Some(other) => {
-            tracing::warn!(task_id = %other, "revoke with a malformed task id");
-            return json!({"error": format!("TypeError('task_id must be a string or a list of strings, not {other}')")});
-        }
-        None => {
-            return json!({"error": "TypeError(\"revoke() missing 1 required positional argument: 'task_id'\")"});
+    let ids = match revoke_ids(task_id) {
+        Ok(ids) => ids,
+        Err(reply) => {
+            tracing::warn!(task_id = ?task_id, reply = %reply, "pidbox: revoke with a malformed task id");
+            return reply;
         }
     };
     {
@@ -445,6 +503,12 @@ async fn revoke(
     }
     // 5.7 writes REVOKED right away for tasks that are not running here and not finished.
     for id in &ids {
+        if id.is_empty() {
+            // Python logs "Failed to mark task  as revoked in backend: task_id must not be
+            // empty" and goes on; never write a `celery-task-meta-` key with no id.
+            tracing::warn!("pidbox: not marking an empty task id as revoked in the backend");
+            continue;
+        }
         let running = inner
             .state
             .held
@@ -470,6 +534,7 @@ async fn revoke(
         }
     }
     if !terminate {
+        tracing::info!("Tasks flagged as revoked: {}", ids.join(", "));
         return json!({"ok": format!("tasks {} flagged as revoked", set_repr(&ids))});
     }
     let sig = match signal {
@@ -486,6 +551,7 @@ async fn revoke(
                 && let Some(tx) = &h.terminate
                 && tx.send(sig).is_ok()
             {
+                tracing::info!(task_id = %id, "Terminating {id} ({sig})");
                 terminated.push(id.clone());
             }
         }
@@ -587,7 +653,7 @@ fn conf(inner: &Inner) -> Value {
         "result_extended": cfg.result_extended,
         "result_expires": cfg.result_expires.as_secs(),
         "worker_concurrency": cfg.concurrency,
-        "worker_prefetch_multiplier": if cfg.concurrency > 0 { cfg.prefetch / cfg.concurrency } else { 0 },
+        "worker_prefetch_multiplier": cfg.prefetch.checked_div(cfg.concurrency).unwrap_or(0),
         "worker_max_tasks_per_child": match cfg.pool { super::PoolMode::Children { max_tasks_per_child } if max_tasks_per_child > 0 => json!(max_tasks_per_child), _ => Value::Null },
         "worker_send_task_events": inner.events.task_events_enabled(),
         "broker_transport_options": {"visibility_timeout": cfg.visibility_timeout.as_secs_f64()},
@@ -596,4 +662,51 @@ fn conf(inner: &Inner) -> Value {
         "celeriac_max_message_size": cfg.max_message_size,
         "deprecated_settings": null,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn revoke_ids_read_task_id_as_python_does() {
+        assert_eq!(revoke_ids(Some(&json!("a"))), Ok(vec!["a".to_string()]));
+        assert_eq!(
+            revoke_ids(Some(&json!(["a", "b", "a"]))),
+            Ok(vec!["a".to_string(), "b".to_string()])
+        );
+        assert_eq!(revoke_ids(Some(&Value::Null)), Ok(vec![]));
+        assert_eq!(set_repr(&[]), "set()");
+    }
+
+    #[test]
+    fn malformed_revoke_ids_get_the_errors_a_python_worker_replies() {
+        let err = |v: Value| revoke_ids(Some(&v)).unwrap_err()["error"].clone();
+        assert_eq!(
+            err(json!(12345)),
+            "TypeError('sequence item 0: expected str instance, int found')"
+        );
+        assert_eq!(
+            err(json!({"x": 1})),
+            "TypeError(\"unhashable type: 'dict'\")"
+        );
+        assert_eq!(
+            err(json!(["a", ["b"]])),
+            "TypeError(\"unhashable type: 'list'\")"
+        );
+        assert_eq!(
+            revoke_ids(None).unwrap_err()["error"],
+            "TypeError(\"revoke() missing 1 required positional argument: 'task_id'\")"
+        );
+    }
+
+    #[test]
+    fn terminate_flag_is_python_truthy() {
+        assert!(truthy(&json!(1)));
+        assert!(truthy(&json!(true)));
+        assert!(truthy(&json!("yes")));
+        assert!(!truthy(&json!(0)));
+        assert!(!truthy(&json!(false)));
+        assert!(!truthy(&Value::Null));
+    }
 }
