@@ -1,7 +1,10 @@
 mod canvas;
 mod faults;
+mod flower;
 mod golden;
 mod interop;
+mod keyguide;
 mod locks;
+mod operate;
 mod sentinel;
 mod worker;
