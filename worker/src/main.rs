@@ -41,8 +41,18 @@ fn main() -> ExitCode {
         // SAFETY: no other thread exists yet.
         unsafe { std::env::set_var("CELERIAC_LOCK_URL", &cli.broker) };
     }
+    // In-process pools run task bodies on runtime threads: one per slot, plus two for the
+    // consumer, heartbeats, pidbox and I/O.
+    let threads = match &cli.command {
+        Command::Worker(w) if in_process(w) => {
+            2 + w
+                .concurrency
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        }
+        _ => 2,
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(threads)
         .enable_all()
         .build()
     {
@@ -58,6 +68,16 @@ fn main() -> ExitCode {
             eprintln!("Error: {e:#}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// Whether the worker runs task bodies in its own process (`-P solo|threads`, or no pool
+/// given and no `--max-tasks-per-child`).
+fn in_process(w: &WorkerArgs) -> bool {
+    match w.pool {
+        Some(PoolKind::Solo | PoolKind::Threads) => true,
+        Some(PoolKind::Prefork) => false,
+        None => w.max_tasks_per_child == 0,
     }
 }
 

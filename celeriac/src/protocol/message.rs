@@ -213,6 +213,49 @@ impl TaskMessage {
         }
     }
 
+    /// Decode straight from envelope bytes. The common case (a v2 JSON message) is parsed in
+    /// one pass into typed headers and body; anything else takes the general path through
+    /// [`Envelope::decode`] and [`TaskMessage::from_envelope`], which also names what is wrong.
+    pub fn decode(raw: &[u8]) -> Result<Self, ProtocolError> {
+        if let Some(msg) = Self::decode_v2_fast(raw) {
+            return Ok(msg);
+        }
+        Self::from_envelope(&Envelope::decode(raw)?)
+    }
+
+    fn decode_v2_fast(raw: &[u8]) -> Option<Self> {
+        use base64::Engine;
+        #[derive(Deserialize)]
+        struct Fast<'a> {
+            #[serde(borrow)]
+            body: std::borrow::Cow<'a, str>,
+            #[serde(rename = "content-type", borrow)]
+            content_type: std::borrow::Cow<'a, str>,
+            headers: TaskHeaders,
+            properties: Properties,
+        }
+        let f: Fast<'_> = serde_json::from_slice(raw).ok()?;
+        if f.content_type != super::envelope::CONTENT_TYPE_JSON
+            || f.properties.body_encoding.as_deref() != Some("base64")
+        {
+            return None;
+        }
+        let body = base64::engine::general_purpose::STANDARD
+            .decode(f.body.as_bytes())
+            .ok()?;
+        let (args, kwargs, embed): (Vec<Value>, Map<String, Value>, Option<Embed>) =
+            serde_json::from_slice(&body).ok()?;
+        let msg = TaskMessage {
+            headers: f.headers,
+            args,
+            kwargs,
+            embed: embed.unwrap_or_default(),
+            properties: f.properties,
+        };
+        // Dates are validated on the general path, which reports which one is wrong.
+        (msg.headers.eta_time().is_ok() && msg.headers.expires_time().is_ok()).then_some(msg)
+    }
+
     /// Decode from an envelope: v2 when `headers.task` exists, else v1 (task in the body).
     pub fn from_envelope(env: &Envelope) -> Result<Self, ProtocolError> {
         let body = env.body_json()?;
@@ -426,6 +469,16 @@ mod tests {
                 .replace("gen6987@vm", "gen6987@vm"),
             CAPTURED
         );
+    }
+
+    #[test]
+    fn fast_and_general_decoding_agree() {
+        let env = Envelope::decode(CAPTURED.as_bytes()).unwrap();
+        assert_eq!(
+            TaskMessage::decode(CAPTURED.as_bytes()).unwrap(),
+            TaskMessage::from_envelope(&env).unwrap()
+        );
+        assert!(TaskMessage::decode_v2_fast(CAPTURED.as_bytes()).is_some());
     }
 
     #[test]

@@ -192,27 +192,18 @@ impl Broker {
             .arg(node)
             .arg(max_size);
         let flat: Vec<Vec<u8>> = inv.invoke_async(&mut self.conn.clone()).await?;
-        let mut out = Vec::with_capacity(flat.len() / 2);
+        let mut out = Vec::with_capacity(flat.len() / 4);
         let mut it = flat.into_iter();
-        while let (Some(key), Some(raw)) = (it.next(), it.next()) {
-            let key = String::from_utf8_lossy(&key).into_owned();
-            // The script only records messages whose tag and delivery_info it could read, so
-            // this decode succeeds; the unacked value is rebuilt the same way the script did.
-            let env: serde_json::Value = serde_json::from_slice(&raw).unwrap_or_default();
-            let props = &env["properties"];
-            let tag = props["delivery_tag"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
-            let di = &props["delivery_info"];
-            let unacked_value = unacked_entry(
-                &raw,
-                di["exchange"].as_str().unwrap_or(""),
-                di["routing_key"].as_str().unwrap_or(""),
-            );
+        while let (Some(key), Some(raw), Some(tag), Some(suffix)) =
+            (it.next(), it.next(), it.next(), it.next())
+        {
+            let mut unacked_value = Vec::with_capacity(raw.len() + suffix.len() + 1);
+            unacked_value.push(b'[');
+            unacked_value.extend_from_slice(&raw);
+            unacked_value.extend_from_slice(&suffix);
             out.push(Delivery {
-                tag,
-                key,
+                tag: String::from_utf8_lossy(&tag).into_owned(),
+                key: String::from_utf8_lossy(&key).into_owned(),
                 raw,
                 unacked_value,
             });
@@ -398,20 +389,6 @@ impl Broker {
         let _: i64 = self.conn.clone().publish(channel, envelope).await?;
         Ok(())
     }
-}
-
-/// kombu's `unacked` value: `json.dumps([envelope, exchange, routing_key])`, with the
-/// envelope embedded verbatim.
-pub fn unacked_entry(raw: &[u8], exchange: &str, routing_key: &str) -> Vec<u8> {
-    let mut v = Vec::with_capacity(raw.len() + 32);
-    v.push(b'[');
-    v.extend_from_slice(raw);
-    v.extend_from_slice(b", ");
-    v.extend_from_slice(&json::to_vec(exchange));
-    v.extend_from_slice(b", ");
-    v.extend_from_slice(&json::to_vec(routing_key));
-    v.push(b']');
-    v
 }
 
 /// A dead-letter entry: reason, queue, time and the original bytes (base64, so any bytes

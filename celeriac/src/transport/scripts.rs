@@ -21,7 +21,9 @@ use std::sync::LazyLock;
 /// the queues are taken round-robin, one message each, starting with the first queue given
 /// (the caller rotates the queue order after each claim, as kombu's `_queue_cycle` does).
 ///
-/// Returns a flat array `key1, raw1, key2, raw2, ...` of recorded messages.
+/// Returns a flat array `key, raw, tag, suffix` per recorded message, where the `unacked`
+/// value written is exactly `'[' .. raw .. suffix` (so the caller can compare-and-move it
+/// later without re-encoding anything, and without parsing the message twice).
 pub static CLAIM: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
@@ -75,11 +77,14 @@ for s = 0, steps - 1 do
               local ex, rk = di['exchange'], di['routing_key']
               if type(ex) ~= 'string' then ex = '' end
               if type(rk) ~= 'string' then rk = '' end
+              local suffix = ', ' .. cjson.encode(ex) .. ', ' .. cjson.encode(rk) .. ']'
               redis.call('ZADD', KEYS[2], now, tag)
-              redis.call('HSET', KEYS[1], tag, '[' .. raw .. ', ' .. cjson.encode(ex) .. ', ' .. cjson.encode(rk) .. ']')
+              redis.call('HSET', KEYS[1], tag, '[' .. raw .. suffix)
               redis.call('HSET', KEYS[4], tag, node)
               out[#out + 1] = key
               out[#out + 1] = raw
+              out[#out + 1] = tag
+              out[#out + 1] = suffix
               got = got + 1
             end
           end

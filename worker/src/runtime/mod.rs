@@ -425,11 +425,7 @@ async fn dead_letter(inner: &Inner, d: &Delivery, reason: &str) {
 }
 
 async fn on_delivery(inner: &Arc<Inner>, d: Delivery) {
-    let env = match Envelope::decode(&d.raw) {
-        Ok(e) => e,
-        Err(e) => return dead_letter(inner, &d, &e.to_string()).await,
-    };
-    let msg = match TaskMessage::from_envelope(&env) {
+    let msg = match TaskMessage::decode(&d.raw) {
         Ok(m) => m,
         Err(e) => return dead_letter(inner, &d, &e.to_string()).await,
     };

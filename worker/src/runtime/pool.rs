@@ -51,12 +51,11 @@ impl Executor {
         match self {
             Executor::InProcess(registry) => {
                 started(std::process::id());
-                let registry = registry.clone();
-                let job = tokio::task::spawn_blocking(move || execute(&registry, &req));
-                match job.await {
-                    Ok(o) => ExecOutcome::Done(o),
-                    Err(e) => ExecOutcome::WorkerLost(format!("task thread failed: {e}")),
-                }
+                // The body runs right here, on this runtime thread: the worker starts its
+                // runtime with one thread per slot plus two, so slots blocking their threads
+                // never starve heartbeats, pidbox or the consumer, and a tiny task costs no
+                // hand-off to another thread.
+                ExecOutcome::Done(execute(registry, &req))
             }
             Executor::Children(pool) => pool.run(req, hard_limit, started, &mut terminate).await,
         }
