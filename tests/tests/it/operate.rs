@@ -1061,6 +1061,11 @@ out = {
     "nobody": app.control.ping(destination=["nobody@nowhere"], timeout=1),
 }
 out = {k: [v for reply in replies for v in reply.values()] for k, replies in out.items()}
+# pattern + matcher (kombu's glob): both workers hear it, only the matching one answers.
+roles = lambda replies: sorted(["self" if n == node else "other", v] for reply in replies for n, v in reply.items())
+glob = lambda pattern, **kw: roles(app.control.broadcast("ping", reply=True, pattern=pattern, matcher="glob", timeout=1, **kw))
+out["glob"] = glob(node.split("@")[0] + "@*", limit=1)
+out["glob_miss"] = glob("nobody@*")
 out["add"] = add.apply_async((2, 3), queue=queue).get(timeout=20)
 print(json.dumps(out, sort_keys=True))
 "#;
@@ -1103,6 +1108,8 @@ fn bad_pidbox_input_is_logged_answered_as_python_answers_and_the_worker_keeps_se
         json!([{"error": "KeyError('no_such_cmd')"}])
     );
     assert_eq!(ours["nobody"], json!([]));
+    assert_eq!(ours["glob"], json!([["self", {"ok": "pong"}]]));
+    assert_eq!(ours["glob_miss"], json!([]));
     let log = w.proc_.output();
     for needle in [
         "pidbox: ignoring a message that is not a kombu envelope",
@@ -1208,7 +1215,11 @@ fn summary_jobs_job_and_dead_answer_the_operator_questions_in_json() {
     assert_eq!(q["by_priority"]["9"], 1);
     assert_eq!(summary["dead_letters"], 1);
     assert_eq!(summary["workers"][0]["node"], node);
-    assert!(summary["unacked"]["total"].is_u64());
+    // Only the running task is unacked, under a live celeriac lease (its score is the lease's
+    // end, in the future): no stale entry, so no age to report.
+    assert_eq!(summary["unacked"]["total"], 1, "{summary}");
+    assert_eq!(summary["unacked"]["leased_by_celeriac"], 1, "{summary}");
+    assert!(summary["unacked"]["oldest_age_s"].is_null(), "{summary}");
 
     let queued = json_of(
         &cli(&url, &["jobs", "--state", "queued", "--json"]),

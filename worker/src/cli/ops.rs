@@ -1113,7 +1113,13 @@ pub async fn summary(a: JsonFlag, broker_url: &str) -> Result<u8> {
     let leased: usize = conn.hlen(keys::HOLDERS).await?;
     let oldest: Vec<(String, f64)> = conn.zrange_withscores(keys::UNACKED_INDEX, 0, 0).await?;
     let now = time::unix_now();
-    let oldest_age = oldest.first().map(|(_, s)| (now - s).max(0.0));
+    // kombu scores an entry with its delivery time; celeriac with the end of its holder's
+    // lease (in the future while the holder lives). The lowest score is the oldest delivery
+    // only when it lies in the past; a live lease has no age to report.
+    let oldest_age = oldest
+        .first()
+        .filter(|(_, s)| *s <= now)
+        .map(|(_, s)| now - s);
     let dead: usize = conn.llen(keys::DEAD_LETTER).await?;
     let nodes = live_nodes(&broker, Duration::from_millis(1500)).await?;
     let workers: Vec<Value> = nodes
@@ -1149,7 +1155,7 @@ pub async fn summary(a: JsonFlag, broker_url: &str) -> Result<u8> {
     println!(
         "\nunacked: {unacked} ({leased} leased by live-or-recent celeriac workers){}",
         oldest_age
-            .map(|a| format!(", oldest entry {a:.0}s old"))
+            .map(|a| format!(", oldest entry {a:.0}s since its delivery (or its lapsed lease)"))
             .unwrap_or_default()
     );
     println!("workers online: {}", workers.len());
