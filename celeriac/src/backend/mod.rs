@@ -41,29 +41,44 @@ pub enum BackendError {
     },
 }
 
-/// Store a meta unless the stored one is already SUCCESS (Celery skips that write since
+/// Lua: store a meta unless the stored one is already SUCCESS (Celery skips that write since
 /// 5.3, so a redelivered duplicate never replaces a result a client may have read), and
 /// publish the same bytes, atomically and in one round trip (Celery does GET, then
 /// MULTI SETEX+PUBLISH EXEC; the effect on Redis and subscribers is the same).
-///
-/// KEYS: meta key. ARGV: meta JSON, expiry seconds (0 = no expiry). Returns 1 if stored.
+/// `store(key, meta, expiry seconds (0 = none))` returns 1 if stored.
+const STORE_FN: &str = r#"
+local function store(key, meta, ttl)
+  local cur = redis.call('GET', key)
+  if cur then
+    local ok, m = pcall(cjson.decode, cur)
+    if ok and type(m) == 'table' and m['status'] == 'SUCCESS' then return 0 end
+  end
+  if tonumber(ttl) > 0 then
+    redis.call('SETEX', key, ttl, meta)
+  else
+    redis.call('SET', key, meta)
+  end
+  redis.call('PUBLISH', key, meta)
+  return 1
+end
+"#;
+
+/// KEYS: meta key. ARGV: meta JSON, expiry seconds. Returns 1 if stored.
 static STORE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
-local cur = redis.call('GET', KEYS[1])
-if cur then
-  local ok, m = pcall(cjson.decode, cur)
-  if ok and type(m) == 'table' and m['status'] == 'SUCCESS' then return 0 end
-end
-if tonumber(ARGV[2]) > 0 then
-  redis.call('SETEX', KEYS[1], ARGV[2], ARGV[1])
-else
-  redis.call('SET', KEYS[1], ARGV[1])
-end
-redis.call('PUBLISH', KEYS[1], ARGV[1])
-return 1
-"#,
-    )
+    Script::new(&format!(
+        "{STORE_FN}\nreturn store(KEYS[1], ARGV[1], ARGV[2])"
+    ))
+});
+
+/// Store the result and ack the message in one atomic step, for a late-ack worker whose
+/// broker and backend are the same database (JWQL's setup): a crash can no longer fall
+/// between the two, and the task costs one round trip less.
+/// KEYS: meta key, `unacked`, `unacked_index`, `celeriac.holders`. ARGV: meta, expiry, tag.
+static STORE_AND_ACK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{STORE_FN}\nlocal r = store(KEYS[1], ARGV[1], ARGV[2])\n\
+         redis.call('ZREM', KEYS[3], ARGV[3])\nredis.call('HDEL', KEYS[2], ARGV[3])\nredis.call('HDEL', KEYS[4], ARGV[3])\nreturn r"
+    ))
 });
 
 /// Default `result_expires`: one day.
@@ -114,6 +129,22 @@ impl Backend {
             .key(keys::task_meta(&meta.task_id))
             .arg(meta.encode())
             .arg(self.expires.as_secs())
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(stored == 1)
+    }
+
+    /// Store a meta and ack the message `tag` atomically. Only valid when the broker is this
+    /// same database (the `unacked` keys live here).
+    pub async fn store_and_ack(&self, meta: &ResultMeta, tag: &str) -> Result<bool, BackendError> {
+        let stored: i64 = STORE_AND_ACK
+            .key(keys::task_meta(&meta.task_id))
+            .key(keys::UNACKED)
+            .key(keys::UNACKED_INDEX)
+            .key(keys::HOLDERS)
+            .arg(meta.encode())
+            .arg(self.expires.as_secs())
+            .arg(tag)
             .invoke_async(&mut self.conn.clone())
             .await?;
         Ok(stored == 1)

@@ -185,6 +185,8 @@ pub struct Inner {
     pub queues: std::sync::Mutex<Vec<String>>,
     /// Signalled when the queue set changes.
     pub queues_changed: tokio::sync::Notify,
+    /// Broker and backend are the same database: a late ack can ride with the result.
+    same_database: bool,
 }
 
 /// Run a worker until it is shut down.
@@ -220,6 +222,7 @@ pub async fn run(
         slots: Arc::new(Semaphore::new(cfg.concurrency.max(1))),
         queues: std::sync::Mutex::new(cfg.queues.clone()),
         queues_changed: tokio::sync::Notify::new(),
+        same_database: cfg.broker_url == cfg.backend_url,
         cfg,
         broker,
         backend,
@@ -591,6 +594,28 @@ async fn ack(inner: &Inner, d: &Delivery) {
     tracing::error!(tag = %d.tag, "giving up the ack; the message stays in unacked for the sweeper");
 }
 
+/// Store `meta`; when `ack_tag` is given and the broker is the backend's database, ack that
+/// message in the same atomic step. Returns whether the message was acked.
+async fn store_acking(inner: &Inner, meta: &ResultMeta, ack_tag: Option<&str>) -> bool {
+    let Some(tag) = ack_tag.filter(|_| inner.same_database) else {
+        store(inner, meta).await;
+        return false;
+    };
+    let mut delay = Duration::from_millis(100);
+    for attempt in 0..60 {
+        match inner.backend.store_and_ack(meta, tag).await {
+            Ok(_) => return true,
+            Err(e) => {
+                tracing::warn!(task_id = %meta.task_id, attempt, error = %e, "storing the result failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+    tracing::error!(task_id = %meta.task_id, "giving up storing the result");
+    false
+}
+
 async fn store(inner: &Inner, meta: &ResultMeta) {
     // A lost connection must not lose a result: retry until Redis is back (bounded).
     let mut delay = Duration::from_millis(100);
@@ -753,7 +778,8 @@ async fn run_request(inner: &Arc<Inner>, id: &str) {
     if !matches!(outcome, ExecOutcome::Done(_)) {
         release_locks_of_dead_child(inner, id);
     }
-    let action = finish(inner, &msg, outcome, runtime, job).await;
+    let late_tag = (!early_ack).then_some(delivery.tag.as_str());
+    let action = finish(inner, &msg, outcome, runtime, job, late_tag).await;
     match action {
         AckAction::Ack if !early_ack => ack(inner, &delivery).await,
         AckAction::Requeue => {
@@ -834,6 +860,7 @@ async fn finish(
     outcome: ExecOutcome,
     runtime: f64,
     job: u64,
+    late_tag: Option<&str>,
 ) -> AckAction {
     let id = &msg.headers.id;
     let name = &msg.headers.task;
@@ -841,6 +868,7 @@ async fn finish(
     match outcome {
         ExecOutcome::Done(ChildOutcome::Ok(value)) => {
             let children = callbacks::on_success(inner, msg, &value).await;
+            let mut acked = false;
             if msg.headers.ignore_result != Some(true) {
                 let mut meta = meta_for(
                     inner,
@@ -848,7 +876,9 @@ async fn finish(
                     ResultMeta::new(id, TaskState::Success, value.clone()),
                 );
                 meta.children = children;
-                store(inner, &meta).await;
+                // A chord member acks only after its join step, below.
+                let tag = late_tag.filter(|_| msg.embed.chord.is_none());
+                acked = store_acking(inner, &meta, tag).await;
             }
             callbacks::chord_part(inner, msg, &TaskState::Success, &value).await;
             tracing::info!(task_id = %id, task = %name, runtime, "Task {name}[{id}] succeeded in {runtime:.6}s: {}", celeriac::protocol::pyrepr::repr(&value));
@@ -860,12 +890,21 @@ async fn finish(
                     ("runtime", json!(runtime)),
                 ]),
             );
-            AckAction::Ack
+            if acked {
+                AckAction::Nothing
+            } else {
+                AckAction::Ack
+            }
         }
         ExecOutcome::Done(ChildOutcome::Err { exc, traceback }) => {
             let tb = traceback.unwrap_or_else(|| exc.traceback(name));
-            fail(inner, msg, &exc, Some(tb)).await;
-            failure_ack(inner, false)
+            let action = failure_ack(inner, false);
+            let tag = late_tag.filter(|_| matches!(action, AckAction::Ack));
+            if fail(inner, msg, &exc, Some(tb), tag).await {
+                AckAction::Nothing
+            } else {
+                action
+            }
         }
         ExecOutcome::Done(ChildOutcome::Retry {
             countdown,
@@ -874,7 +913,7 @@ async fn finish(
         }) => {
             if max_retries.is_some_and(|m| msg.headers.retries >= m) {
                 let tb = exc.traceback(name);
-                fail(inner, msg, &exc, Some(tb)).await;
+                fail(inner, msg, &exc, Some(tb), None).await;
                 return failure_ack(inner, false);
             }
             callbacks::retry(inner, msg, countdown, &exc).await;
@@ -885,7 +924,7 @@ async fn finish(
             if inner.cfg.acks_late && !inner.cfg.acks_on_failure_or_timeout {
                 return AckAction::Requeue;
             }
-            fail(inner, msg, &ExceptionInfo::time_limit(secs), None).await;
+            fail(inner, msg, &ExceptionInfo::time_limit(secs), None, None).await;
             AckAction::Ack
         }
         ExecOutcome::Terminated(sig) => {
@@ -921,7 +960,7 @@ async fn finish(
             let tb = format!(
                 "Traceback (most recent call last):\nbilliard.exceptions.WorkerLostError: {detail}\n"
             );
-            fail(inner, msg, &exc, Some(tb)).await;
+            fail(inner, msg, &exc, Some(tb), None).await;
             AckAction::Ack
         }
     }
@@ -935,7 +974,14 @@ fn failure_ack(inner: &Inner, _timeout: bool) -> AckAction {
     }
 }
 
-async fn fail(inner: &Arc<Inner>, msg: &TaskMessage, exc: &ExceptionInfo, tb: Option<String>) {
+/// Store FAILURE (acking with it when `ack_tag` is given and possible); returns whether acked.
+async fn fail(
+    inner: &Arc<Inner>,
+    msg: &TaskMessage,
+    exc: &ExceptionInfo,
+    tb: Option<String>,
+    ack_tag: Option<&str>,
+) -> bool {
     let id = &msg.headers.id;
     tracing::error!(task_id = %id, task = %msg.headers.task, "Task {}[{}] raised unexpected: {}", msg.headers.task, id, exc.repr());
     callbacks::on_failure(inner, msg).await;
@@ -944,7 +990,7 @@ async fn fail(inner: &Arc<Inner>, msg: &TaskMessage, exc: &ExceptionInfo, tb: Op
         msg,
         ResultMeta::exception(id, TaskState::Failure, exc, tb.clone()),
     );
-    store(inner, &meta).await;
+    let acked = store_acking(inner, &meta, ack_tag.filter(|_| msg.embed.chord.is_none())).await;
     callbacks::chord_part(inner, msg, &TaskState::Failure, &meta.result).await;
     inner.events.task(
         "task-failed",
@@ -954,6 +1000,7 @@ async fn fail(inner: &Arc<Inner>, msg: &TaskMessage, exc: &ExceptionInfo, tb: Op
             ("traceback", json!(tb.unwrap_or_default())),
         ]),
     );
+    acked
 }
 
 mod callbacks;

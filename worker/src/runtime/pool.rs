@@ -158,16 +158,18 @@ impl ChildPool {
         })
     }
 
-    fn take(self: &Arc<Self>) -> std::io::Result<ChildProc> {
+    fn take(&self) -> std::io::Result<ChildProc> {
         let ready = self.standby.lock().expect("standby").pop();
-        let proc_ = match ready {
-            Some(ChildProcSlot(c)) => c,
-            None => self.spawn()?,
-        };
-        // Replace it in the background so the next task finds a child ready.
+        match ready {
+            Some(ChildProcSlot(c)) => Ok(c),
+            None => self.spawn(),
+        }
+    }
+
+    /// Spawn replacement standbys in the background.
+    fn replenish_later(self: &Arc<Self>) {
         let pool = self.clone();
         tokio::spawn(async move { pool.replenish() });
-        Ok(proc_)
     }
 
     fn replenish(&self) {
@@ -198,6 +200,12 @@ impl ChildPool {
                 return ExecOutcome::WorkerLost(format!("could not start a child process: {e}"));
             }
         };
+        // A child on its last task is replaced now, while it runs, so the next task finds a
+        // fresh child ready (JWQL mode: every task); a long-lived child goes back to standby.
+        let last_task = self.max_tasks > 0 && c.served + 1 >= self.max_tasks;
+        if last_task {
+            self.replenish_later();
+        }
         started(c.pid);
         self.running.lock().expect("running").push(c.pid);
         let outcome = self.talk(&mut c, &req, hard_limit, terminate).await;
@@ -206,12 +214,15 @@ impl ChildPool {
             .expect("running")
             .retain(|p| *p != c.pid);
         c.served += 1;
-        let reusable = matches!(outcome, ExecOutcome::Done(_))
-            && (self.max_tasks == 0 || c.served < self.max_tasks);
-        if reusable && self.standby.lock().expect("standby").len() < self.standby_target {
+        let reusable = matches!(outcome, ExecOutcome::Done(_)) && !last_task;
+        if reusable {
             self.standby.lock().expect("standby").push(ChildProcSlot(c));
         } else {
             retire(c);
+            if !last_task {
+                // It died unexpectedly: nobody has started its successor yet.
+                self.replenish_later();
+            }
         }
         outcome
     }
