@@ -29,8 +29,9 @@ pub enum ClientError {
         task_id: String,
         /// FAILURE or REVOKED.
         state: State,
-        /// The remote exception (`exc_type`, `exc_message`, `exc_module`).
-        exc: ExceptionInfo,
+        /// The remote exception (`exc_type`, `exc_message`, `exc_module`), boxed to keep
+        /// the error small on the happy path.
+        exc: Box<ExceptionInfo>,
         /// The remote traceback.
         traceback: Option<String>,
     },
@@ -251,7 +252,7 @@ pub fn into_value(meta: ResultMeta) -> Result<Value, ClientError> {
             Err(ClientError::Remote {
                 task_id: meta.task_id.clone(),
                 state: s.clone(),
-                exc,
+                exc: Box::new(exc),
                 traceback: meta.traceback,
             })
         }

@@ -463,12 +463,7 @@ mod tests {
         assert_eq!(msg.args, vec![json!(2), json!(3)]);
         assert!(msg.kwargs.is_empty());
         let again = msg.to_envelope("celery", 0);
-        assert_eq!(
-            String::from_utf8(again.encode())
-                .unwrap()
-                .replace("gen6987@vm", "gen6987@vm"),
-            CAPTURED
-        );
+        assert_eq!(String::from_utf8(again.encode()).unwrap(), CAPTURED);
     }
 
     #[test]

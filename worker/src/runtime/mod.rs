@@ -387,11 +387,11 @@ async fn consume_loop(inner: Arc<Inner>) {
             Ok(ds) if !ds.is_empty() => {
                 backoff = Duration::from_millis(50);
                 // kombu's round robin: the queue that delivered goes to the end.
-                if queues.len() > 1 {
-                    if let Some(pos) = queues.iter().position(|q| q == ds[0].queue()) {
-                        let q = queues.remove(pos);
-                        queues.push(q);
-                    }
+                if queues.len() > 1
+                    && let Some(pos) = queues.iter().position(|q| q == ds[0].queue())
+                {
+                    let q = queues.remove(pos);
+                    queues.push(q);
                 }
                 for d in ds {
                     on_delivery(&inner, d).await;
@@ -683,13 +683,14 @@ async fn run_request(inner: &Arc<Inner>, id: &str) {
         .get("redelivered")
         .and_then(Value::as_bool)
         .unwrap_or(false);
-    if inner.cfg.skip_succeeded && redelivered {
-        if let Ok(TaskState::Success) = inner.backend.state(id).await {
-            tracing::warn!(task_id = %id, "redelivered task already succeeded; acking without running it again");
-            ack(inner, &delivery).await;
-            inner.state.release(id);
-            return;
-        }
+    if inner.cfg.skip_succeeded
+        && redelivered
+        && let Ok(TaskState::Success) = inner.backend.state(id).await
+    {
+        tracing::warn!(task_id = %id, "redelivered task already succeeded; acking without running it again");
+        ack(inner, &delivery).await;
+        inner.state.release(id);
+        return;
     }
     let (term_tx, term_rx) = mpsc::unbounded_channel();
     {

@@ -152,8 +152,11 @@ pub struct State {
     /// Per-task rate limits set by `rate_limit`.
     pub rate_limits: Mutex<HashMap<String, RateLimit>>,
     /// Per-task `(hard, soft)` time limits set by `time_limit`.
-    pub time_limits: Mutex<HashMap<String, (Option<f64>, Option<f64>)>>,
+    pub time_limits: Mutex<HashMap<String, TimeLimits>>,
 }
+
+/// `(hard, soft)` seconds set by `control time_limit` for one task name.
+pub type TimeLimits = (Option<f64>, Option<f64>);
 
 /// A per-worker token bucket for one task name (Celery's `rate_limit`, e.g. `10/m`).
 #[derive(Debug, Clone)]
