@@ -20,7 +20,8 @@ cargo clippy --locked --workspace --all-targets -- -D warnings
 step "cargo doc -D warnings"
 RUSTDOCFLAGS="-D warnings" cargo doc --locked --workspace --no-deps --quiet
 step "build binaries"
-cargo build --locked --workspace --bins
+cargo build --locked --workspace --bins --examples
+export CELERIAC_BIN="$PWD/target/debug/celeriac"
 step "tests"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --locked --workspace --no-fail-fast "$@"

@@ -298,10 +298,20 @@ pub fn run_with_timeout(mut cmd: Command, timeout: Duration) -> PyOutput {
     }
 }
 
-/// Path of the `celeriac` binary, built once per test process so it is never stale.
+/// Path of the `celeriac` binary: `$CELERIAC_BIN` when set (scripts/test.sh builds the
+/// workspace binaries first and sets it), else built once per test process so it is never
+/// stale.
 pub fn celeriac_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
+        if let Some(bin) = std::env::var_os("CELERIAC_BIN").map(PathBuf::from) {
+            assert!(
+                bin.is_file(),
+                "CELERIAC_BIN={} is not a file",
+                bin.display()
+            );
+            return bin;
+        }
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
             .args(["build", "--quiet", "-p", "worker", "--bin", "celeriac"])

@@ -14,6 +14,12 @@ use std::time::Duration;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Worker(_) | Command::Child(_)) {
+        // A CLI command piped into `head` ends quietly, like any Unix tool, instead of
+        // panicking on a closed stdout (Rust ignores SIGPIPE by default).
+        // SAFETY: restoring the default disposition of one signal before any thread exists.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     // Child processes and detaching must happen before any thread exists.
     if let Command::Child(args) = &cli.command {
         let registry = tasks_registry(args.config.as_deref()).unwrap_or_else(|e| {
@@ -71,14 +77,10 @@ fn main() -> ExitCode {
     }
 }
 
-/// Whether the worker runs task bodies in its own process (`-P solo|threads`, or no pool
-/// given and no `--max-tasks-per-child`).
+/// Whether the worker runs task bodies in its own process (`-P solo|threads`); the default,
+/// as in Celery, is prefork: child processes.
 fn in_process(w: &WorkerArgs) -> bool {
-    match w.pool {
-        Some(PoolKind::Solo | PoolKind::Threads) => true,
-        Some(PoolKind::Prefork) => false,
-        None => w.max_tasks_per_child == 0,
-    }
+    matches!(w.pool, Some(PoolKind::Solo | PoolKind::Threads))
 }
 
 /// The tasks this binary serves: the compiled-in `shared_tasks` plus command tasks.
@@ -184,20 +186,15 @@ async fn worker(w: WorkerArgs, broker: &str, backend: &str) -> Result<u8> {
         .concurrency
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .max(1);
-    let pool = match (w.pool, w.max_tasks_per_child) {
-        (Some(PoolKind::Solo) | Some(PoolKind::Threads), n) => {
-            if n > 0 {
-                tracing::warn!("--max-tasks-per-child has no effect with an in-process pool");
-            }
-            PoolMode::InProcess
+    let pool = if in_process(&w) {
+        if w.max_tasks_per_child > 0 {
+            tracing::warn!("--max-tasks-per-child has no effect with an in-process pool");
         }
-        (Some(PoolKind::Prefork), n) => PoolMode::Children {
-            max_tasks_per_child: n,
-        },
-        (None, 0) => PoolMode::InProcess,
-        (None, n) => PoolMode::Children {
-            max_tasks_per_child: n,
-        },
+        PoolMode::InProcess
+    } else {
+        PoolMode::Children {
+            max_tasks_per_child: w.max_tasks_per_child,
+        }
     };
     let concurrency = if w.pool == Some(PoolKind::Solo) {
         1

@@ -41,20 +41,27 @@ pub struct ControlRequest {
 }
 
 impl ControlRequest {
-    /// Whether a worker called `node` must handle this request (`Node.handle_message`):
-    /// named in `destination`, or matching `pattern`, or addressed to everyone.
+    /// Whether a worker called `node` must handle this request (`kombu.pidbox.Node.handle_message`):
+    /// named in `destination` when one is given; else matching `pattern` with `matcher`
+    /// (`glob`, or `pcre` = Python's `re.match`) when both are given; else everyone.
     pub fn addresses(&self, node: &str) -> bool {
         let dest = self.destination.as_deref().filter(|d| !d.is_empty());
         let pattern = self.pattern.as_deref().filter(|p| !p.is_empty());
-        match (dest, pattern) {
-            (Some(d), _) => d.iter().any(|n| n == node),
-            (None, Some(p)) => match self.matcher.as_deref() {
-                Some("pcre") => pcre_like_match(p, node),
-                _ => glob_match(p, node),
-            },
-            (None, None) => true,
+        let matcher = self.matcher.as_deref().filter(|m| !m.is_empty());
+        match (dest, pattern, matcher) {
+            (Some(d), _, _) => d.iter().any(|n| n == node),
+            (None, Some(p), Some("pcre")) => regex_match(p, node),
+            (None, Some(p), Some(_)) => glob_match(p, node),
+            _ => true,
         }
     }
+}
+
+/// Python's `re.match(pattern, text)`: a match anchored at the start (not the end). A pattern
+/// the regex engine cannot compile matches nothing (Python would raise; the request is then
+/// answered by nobody).
+fn regex_match(pattern: &str, text: &str) -> bool {
+    regex::Regex::new(&format!("^(?:{pattern})")).is_ok_and(|re| re.is_match(text))
 }
 
 /// Shell-style glob (`*`, `?`, `[...]`), as Python's `fnmatch` used by kombu's `glob` matcher.
@@ -95,13 +102,6 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
     go(&p, &t)
 }
 
-/// A small subset of `re.match` for the `pcre` matcher: `.`/`.*` and literals, anchored
-/// at the start like Python's `re.match`. Patterns beyond that fall back to substring match.
-fn pcre_like_match(pattern: &str, text: &str) -> bool {
-    let glob: String = pattern.replace(".*", "*").replace('.', "?");
-    glob_match(&format!("{glob}*"), text)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,5 +126,18 @@ mod tests {
         assert!(req(None, Some("w*@vm")).addresses("w1@vm"));
         assert!(!req(None, Some("x*")).addresses("w1@vm"));
         assert!(glob_match("w[0-9]@v?", "w3@vm"));
+        let mut pcre = req(None, Some(r"w\d@"));
+        pcre.matcher = Some("pcre".into());
+        assert!(pcre.addresses("w1@vm"));
+        assert!(
+            !pcre.addresses("xw1@vm"),
+            "re.match is anchored at the start"
+        );
+        let mut no_matcher = req(None, Some("nobody*"));
+        no_matcher.matcher = None;
+        assert!(
+            no_matcher.addresses("w1@vm"),
+            "kombu dispatches to all without a matcher"
+        );
     }
 }

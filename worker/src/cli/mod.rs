@@ -138,7 +138,8 @@ pub struct WorkerArgs {
     /// Number of task slots (child processes or threads). Default: number of CPUs.
     #[arg(short = 'c', long = "concurrency")]
     pub concurrency: Option<usize>,
-    /// Pool implementation. Default: prefork (child processes); solo/threads run tasks in-process.
+    /// Pool implementation. Default: prefork (child processes, long-lived unless
+    /// --max-tasks-per-child); solo/threads run task bodies in the worker process.
     #[arg(short = 'P', long = "pool", value_enum, ignore_case = true)]
     pub pool: Option<PoolKind>,
     /// Tasks a child runs before it is replaced (1 = a fresh process per task; 0 = no limit).
