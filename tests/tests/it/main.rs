@@ -6,5 +6,6 @@ mod interop;
 mod keyguide;
 mod locks;
 mod operate;
+mod security;
 mod sentinel;
 mod worker;
