@@ -71,6 +71,27 @@ pub struct RedisUrl {
     pub tls: TlsFiles,
 }
 
+/// `%2F` → `/` and the like (kombu unquotes query values).
+fn percent_decode(v: &str) -> String {
+    let b = v.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2]))
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// Take kombu's `ssl_*` options out of a URL's query (redis-rs does not know them);
 /// `ssl_cert_reqs=none` becomes redis-rs's `#insecure`.
 fn split_tls(url: &str) -> (String, TlsFiles) {
@@ -82,9 +103,9 @@ fn split_tls(url: &str) -> (String, TlsFiles) {
     let mut insecure = false;
     for kv in query.split('&').filter(|kv| !kv.is_empty()) {
         match kv.split_once('=') {
-            Some(("ssl_ca_certs", v)) => tls.ca_certs = Some(v.into()),
-            Some(("ssl_certfile", v)) => tls.certfile = Some(v.into()),
-            Some(("ssl_keyfile", v)) => tls.keyfile = Some(v.into()),
+            Some(("ssl_ca_certs", v)) => tls.ca_certs = Some(percent_decode(v).into()),
+            Some(("ssl_certfile", v)) => tls.certfile = Some(percent_decode(v).into()),
+            Some(("ssl_keyfile", v)) => tls.keyfile = Some(percent_decode(v).into()),
             Some(("ssl_cert_reqs", v)) => {
                 insecure = v.eq_ignore_ascii_case("none") || v.eq_ignore_ascii_case("cert_none")
             }
@@ -231,7 +252,13 @@ impl RedisUrl {
                 client_cert: read(c)?,
                 client_key: read(k)?,
             }),
-            _ => None,
+            (None, None) => None,
+            _ => {
+                return Err(redis::RedisError::from((
+                    redis::ErrorKind::InvalidClientConfig,
+                    "a client certificate needs both ssl_certfile and ssl_keyfile",
+                )));
+            }
         };
         redis::Client::build_with_tls(
             info,
@@ -360,6 +387,15 @@ mod tests {
             u.info.addr(),
             redis::ConnectionAddr::TcpTls { insecure: true, .. }
         ));
+    }
+
+    #[test]
+    fn ssl_paths_are_unquoted_like_kombu() {
+        let u = RedisUrl::parse("rediss://h:6380/0?ssl_ca_certs=%2Fetc%2Fredis%20ca.pem").unwrap();
+        assert_eq!(
+            u.tls.ca_certs.as_deref(),
+            Some(std::path::Path::new("/etc/redis ca.pem"))
+        );
     }
 
     #[test]

@@ -14,7 +14,9 @@
 //! is the result (JSON if it parses, else the text). Non-zero exit: FAILURE
 //! `subprocess.CalledProcessError(returncode, cmd, stdout_tail, stderr_tail)`, which Python's
 //! `get()` re-raises as that exception. The program runs in the task's process group, so time
-//! limits and `revoke --terminate` kill it and everything it started.
+//! limits and `revoke --terminate` kill it and everything it started. The program does not
+//! inherit the worker's Redis URLs (`CELERY_BROKER_URL`, `CELERY_RESULT_BACKEND`,
+//! `CELERIAC_LOCK_URL`: they carry passwords); set what it needs in `env`.
 
 use anyhow::{Context, Result, bail};
 use celeriac::ExceptionInfo;
@@ -85,6 +87,15 @@ fn tail(bytes: &[u8]) -> String {
 /// Run one command task.
 pub fn run(spec: &CommandSpec, call: &TaskCall) -> Result<Value, TaskError> {
     let mut cmd = Command::new(&spec.program);
+    // The program does not inherit the worker's Redis URLs (they carry passwords); a
+    // program that needs one gets it explicitly through `env` in the config.
+    for var in [
+        "CELERY_BROKER_URL",
+        "CELERY_RESULT_BACKEND",
+        "CELERIAC_LOCK_URL",
+    ] {
+        cmd.env_remove(var);
+    }
     cmd.args(&spec.args)
         .envs(&spec.env)
         .stdin(Stdio::piped())
@@ -213,6 +224,21 @@ mod tests {
         )
         .unwrap();
         assert_eq!(v, json!("plain text"));
+    }
+
+    #[test]
+    fn programs_do_not_inherit_redis_urls_unless_configured() {
+        let mut s = spec(
+            "sh",
+            &[
+                "-c",
+                "echo \"${CELERY_BROKER_URL:-unset}|${CELERIAC_LOCK_URL:-unset}|$X\"",
+            ],
+        );
+        s.env.insert("X".into(), "given".into());
+        // The test process may have these set; the program must not see them either way.
+        let v = run(&s, &TaskCall::default()).unwrap();
+        assert_eq!(v, json!("unset|unset|given"));
     }
 
     #[test]

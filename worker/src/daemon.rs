@@ -73,7 +73,13 @@ pub fn init_logging(level: &str, logfile: Option<&str>) -> Result<()> {
                 .ok();
         }
         None => {
-            builder.with_writer(std::io::stderr).try_init().ok();
+            // Colours only for a person at a terminal, not for journald or a pipe.
+            use std::io::IsTerminal;
+            builder
+                .with_ansi(std::io::stderr().is_terminal())
+                .with_writer(std::io::stderr)
+                .try_init()
+                .ok();
         }
     }
     Ok(())

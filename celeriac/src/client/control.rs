@@ -8,7 +8,7 @@
 //! the binding and queue are removed afterwards.
 
 use crate::protocol::control::{ControlRequest, ReplyTo};
-use crate::protocol::envelope::{DeliveryInfo, Envelope, Properties};
+use crate::protocol::envelope::Envelope;
 use crate::transport::{Broker, TransportError, keys, scripts};
 use futures_util::StreamExt;
 use redis::AsyncCommands;
@@ -67,22 +67,12 @@ pub async fn broadcast(
         "expires".into(),
         json!(crate::protocol::time::unix_now() + timeout.as_secs_f64()),
     );
-    let props = Properties {
-        delivery_mode: 2,
-        delivery_info: DeliveryInfo {
-            exchange: keys::PIDBOX_EXCHANGE.into(),
-            routing_key: String::new(),
-            extra: Map::new(),
-        },
-        priority: 0,
-        body_encoding: Some("base64".into()),
-        delivery_tag: uuid::Uuid::new_v4().to_string(),
-        ..Default::default()
-    };
-    let env = Envelope::with_json_body(
+    let env = Envelope::routed(
         &serde_json::to_value(&req).expect("request serializes"),
         headers,
-        props,
+        keys::PIDBOX_EXCHANGE,
+        "",
+        2,
     );
     let _: i64 = conn
         .publish(keys::pidbox_channel(broker.db()), env.encode())

@@ -64,46 +64,63 @@ fn regex_match(pattern: &str, text: &str) -> bool {
     regex::Regex::new(&format!("^(?:{pattern})")).is_ok_and(|re| re.is_match(text))
 }
 
-/// Shell-style glob (`*`, `?`, `[...]`), as Python's `fnmatch` used by kombu's `glob` matcher.
+/// Shell-style glob (`*`, `?`, `[...]`, `[!...]`), as Python's `fnmatch.fnmatch` used by
+/// kombu's `glob` matcher. Translated to a regular expression (as `fnmatch.translate` does)
+/// and run by the `regex` crate, whose matching time is linear: a hostile pattern such as
+/// `*a*a*a…b` sent on the control channel cannot stall the worker.
 pub fn glob_match(pattern: &str, text: &str) -> bool {
-    fn go(p: &[char], t: &[char]) -> bool {
-        match p.split_first() {
-            None => t.is_empty(),
-            Some(('*', rest)) => (0..=t.len()).any(|i| go(rest, &t[i..])),
-            Some(('?', rest)) => !t.is_empty() && go(rest, &t[1..]),
-            Some(('[', rest)) => {
-                let Some(end) = rest.iter().position(|&c| c == ']') else {
-                    return t.first() == Some(&'[') && go(rest, &t[1..]);
-                };
-                let (class, after) = (&rest[..end], &rest[end + 1..]);
-                let Some(&c) = t.first() else { return false };
-                let (neg, class) = match class.split_first() {
-                    Some(('!', cl)) => (true, cl),
-                    _ => (false, class),
-                };
-                let mut hit = false;
-                let mut i = 0;
-                while i < class.len() {
-                    if i + 2 < class.len() && class[i + 1] == '-' {
-                        hit |= class[i] <= c && c <= class[i + 2];
-                        i += 3;
-                    } else {
-                        hit |= class[i] == c;
-                        i += 1;
+    regex::Regex::new(&glob_to_regex(pattern)).is_ok_and(|re| re.is_match(text))
+}
+
+fn glob_to_regex(pattern: &str) -> String {
+    let chars: Vec<char> = pattern.chars().collect();
+    let mut out = String::from("^(?s:");
+    let mut i = 0;
+    while i < chars.len() {
+        match chars[i] {
+            '*' => out.push_str(".*"),
+            '?' => out.push('.'),
+            '[' => match chars[i + 1..]
+                .iter()
+                .position(|&c| c == ']')
+                .map(|p| p + i + 1)
+            {
+                // `[]` or an unclosed `[`: a literal bracket, as fnmatch treats it.
+                Some(end) if end > i + 1 => {
+                    let mut class: String = chars[i + 1..end].iter().collect();
+                    let negate = class.starts_with('!');
+                    if negate {
+                        class.remove(0);
                     }
+                    let class = class.replace('\\', "\\\\").replace('[', "\\[");
+                    out.push('[');
+                    if negate {
+                        out.push('^');
+                    }
+                    out.push_str(&class);
+                    out.push(']');
+                    i = end;
                 }
-                hit != neg && go(after, &t[1..])
-            }
-            Some((&c, rest)) => t.first() == Some(&c) && go(rest, &t[1..]),
+                _ => out.push_str("\\["),
+            },
+            c => out.push_str(&regex::escape(&c.to_string())),
         }
+        i += 1;
     }
-    let p: Vec<char> = pattern.chars().collect();
-    let t: Vec<char> = text.chars().collect();
-    go(&p, &t)
+    out.push_str(")$");
+    out
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_hostile_glob_cannot_stall_matching() {
+        let pattern = format!("{}b", "*a".repeat(40));
+        let started = std::time::Instant::now();
+        assert!(!super::glob_match(&pattern, &"a".repeat(60)));
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+    }
+
     use super::*;
 
     fn req(dest: Option<Vec<&str>>, pattern: Option<&str>) -> ControlRequest {
@@ -126,6 +143,15 @@ mod tests {
         assert!(req(None, Some("w*@vm")).addresses("w1@vm"));
         assert!(!req(None, Some("x*")).addresses("w1@vm"));
         assert!(glob_match("w[0-9]@v?", "w3@vm"));
+        assert!(glob_match("w[!0-9]@vm", "wx@vm") && !glob_match("w[!0-9]@vm", "w1@vm"));
+        assert!(
+            glob_match("a.b", "a.b") && !glob_match("a.b", "axb"),
+            "dots are literal"
+        );
+        assert!(
+            glob_match("w[@vm", "w[@vm"),
+            "an unclosed bracket is literal"
+        );
         let mut pcre = req(None, Some(r"w\d@"));
         pcre.matcher = Some("pcre".into());
         assert!(pcre.addresses("w1@vm"));

@@ -87,7 +87,7 @@ pub struct Envelope {
     pub extra: Map<String, Value>,
 }
 
-fn default_encoding() -> String {
+pub(crate) fn default_encoding() -> String {
     "utf-8".into()
 }
 fn default_content_type() -> String {
@@ -109,6 +109,32 @@ impl Envelope {
             properties,
             extra: Map::new(),
         }
+    }
+
+    /// An envelope for a message routed through a named exchange (events, pidbox requests
+    /// and replies): `delivery_info` names the exchange and routing key, the body is base64,
+    /// and a fresh delivery tag is chosen (kombu's `Channel.prepare_message`).
+    /// `delivery_mode` is 1 (transient: events, replies) or 2 (pidbox requests).
+    pub fn routed(
+        payload: &Value,
+        headers: Map<String, Value>,
+        exchange: &str,
+        routing_key: &str,
+        delivery_mode: u8,
+    ) -> Self {
+        let props = Properties {
+            delivery_mode,
+            delivery_info: DeliveryInfo {
+                exchange: exchange.into(),
+                routing_key: routing_key.into(),
+                extra: Map::new(),
+            },
+            priority: 0,
+            body_encoding: Some("base64".into()),
+            delivery_tag: uuid::Uuid::new_v4().to_string(),
+            ..Default::default()
+        };
+        Self::with_json_body(payload, headers, props)
     }
 
     /// Parse envelope bytes (as popped from a list or received on a channel).

@@ -231,8 +231,18 @@ impl TaskMessage {
             body: std::borrow::Cow<'a, str>,
             #[serde(rename = "content-type", borrow)]
             content_type: std::borrow::Cow<'a, str>,
+            // Read only to be as strict as the general path (a null is refused there too).
+            #[serde(
+                rename = "content-encoding",
+                default = "super::envelope::default_encoding"
+            )]
+            _content_encoding: String,
             headers: TaskHeaders,
             properties: Properties,
+        }
+        // serde would also take a JSON array for a struct; an envelope is an object.
+        if raw.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return None;
         }
         let f: Fast<'_> = serde_json::from_slice(raw).ok()?;
         if f.content_type != super::envelope::CONTENT_TYPE_JSON

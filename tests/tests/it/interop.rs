@@ -384,6 +384,21 @@ fn malformed_messages_go_to_the_dead_letter_list_and_the_worker_keeps_serving() 
     }
     let n: usize = c.hlen("unacked").unwrap();
     assert_eq!(n, 0, "nothing left half-processed");
+    // Clients waiting on the bad tasks that still name an id are woken with a failure.
+    for (id, exc) in [
+        ("b1", "InvalidTaskError"),
+        ("b2", "InvalidTaskError"),
+        ("b3", "ContentDisallowed"),
+    ] {
+        let meta: String = wait_until(Duration::from_secs(5), "a failure for the bad task", || {
+            c.get::<_, Option<String>>(format!("celery-task-meta-{id}"))
+                .unwrap()
+        });
+        assert!(
+            meta.contains("\"FAILURE\"") && meta.contains(exc),
+            "{id}: {meta}"
+        );
+    }
     let q: usize = c.llen("celery").unwrap();
     assert_eq!(q, 0);
 }

@@ -6,7 +6,7 @@
 
 use super::state::State;
 use celeriac::Broker;
-use celeriac::protocol::envelope::{DeliveryInfo, Envelope, Properties};
+use celeriac::protocol::envelope::Envelope;
 use celeriac::protocol::event;
 use celeriac::transport::keys;
 use serde_json::{Map, Value, json};
@@ -104,19 +104,7 @@ pub fn loadavg() -> [f64; 3] {
 pub fn envelope(node: &str, routing_key: &str, body: &Value) -> Vec<u8> {
     let mut headers = Map::new();
     headers.insert("hostname".into(), json!(node));
-    let props = Properties {
-        delivery_mode: 1,
-        delivery_info: DeliveryInfo {
-            exchange: keys::EVENT_EXCHANGE.into(),
-            routing_key: routing_key.into(),
-            extra: Map::new(),
-        },
-        priority: 0,
-        body_encoding: Some("base64".into()),
-        delivery_tag: uuid::Uuid::new_v4().to_string(),
-        ..Default::default()
-    };
-    Envelope::with_json_body(body, headers, props).encode()
+    Envelope::routed(body, headers, keys::EVENT_EXCHANGE, routing_key, 1).encode()
 }
 
 async fn publisher(broker: Broker, state: Arc<State>, mut rx: mpsc::UnboundedReceiver<Value>) {

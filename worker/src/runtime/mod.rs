@@ -420,17 +420,40 @@ async fn consume_loop(inner: Arc<Inner>) {
 }
 
 /// Put an undecodable or unrunnable message on the dead-letter list (acking it atomically).
-async fn dead_letter(inner: &Inner, d: &Delivery, reason: &str) {
+///
+/// Beyond Celery (which rejects such a message silently, leaving its caller waiting forever):
+/// when the message still names a task id, a FAILURE is stored for it, so a client blocked in
+/// `get()` wakes with `ContentDisallowed` (a refused serializer) or `InvalidTaskError`.
+async fn dead_letter(inner: &Inner, d: &Delivery, err: &celeriac::protocol::ProtocolError) {
+    let reason = err.to_string();
     tracing::error!(tag = %d.tag, queue = %d.queue(), %reason, "message moved to the dead-letter list");
-    if let Err(e) = inner.broker.ack_dead(d, reason).await {
+    if let Err(e) = inner.broker.ack_dead(d, &reason).await {
         tracing::error!(error = %e, "could not dead-letter the message; it stays in unacked");
+        return;
+    }
+    let id = serde_json::from_slice::<Value>(&d.raw).ok().and_then(|v| {
+        v["headers"]["id"]
+            .as_str()
+            .filter(|id| !id.is_empty())
+            .map(String::from)
+    });
+    if let Some(id) = id {
+        let exc = match err {
+            celeriac::protocol::ProtocolError::UnsupportedContentType(_) => {
+                ExceptionInfo::new("kombu.exceptions", "ContentDisallowed", reason.clone())
+            }
+            _ => ExceptionInfo::new("celery.exceptions", "InvalidTaskError", reason.clone()),
+        };
+        let mut meta = ResultMeta::exception(&id, TaskState::Failure, &exc, None);
+        meta.children = Value::Null;
+        store(inner, &meta).await;
     }
 }
 
 async fn on_delivery(inner: &Arc<Inner>, d: Delivery) {
     let msg = match TaskMessage::decode(&d.raw) {
         Ok(m) => m,
-        Err(e) => return dead_letter(inner, &d, &e.to_string()).await,
+        Err(e) => return dead_letter(inner, &d, &e).await,
     };
     let id = msg.headers.id.clone();
     tracing::info!(task_id = %id, task = %msg.headers.task, "Task {}[{}] received", msg.headers.task, id);
@@ -577,21 +600,33 @@ async fn rate_limit_wait(inner: &Inner, id: &str) {
     }
 }
 
-async fn ack(inner: &Inner, d: &Delivery) {
-    // Across a Redis restart or failover the ack is retried, so a finished task is not
-    // redelivered (and if it is, the idempotency guard still sees its SUCCESS).
+/// Run `op` until it succeeds, with capped exponential backoff (100 ms doubling to 2 s), at
+/// most `attempts` times. A Redis restart or failover must cost retries, not results or acks.
+async fn retrying<T, E, F, Fut>(what: &str, key: &str, attempts: u32, mut op: F) -> Option<T>
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
     let mut delay = Duration::from_millis(100);
-    for attempt in 0..40 {
-        match inner.broker.ack(&d.tag).await {
-            Ok(()) => return,
+    for attempt in 0..attempts {
+        match op().await {
+            Ok(v) => return Some(v),
             Err(e) => {
-                tracing::warn!(tag = %d.tag, attempt, error = %e, "ack failed; retrying");
+                tracing::warn!(%key, attempt, error = %e, "{what} failed; retrying");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(2));
             }
         }
     }
-    tracing::error!(tag = %d.tag, "giving up the ack; the message stays in unacked for the sweeper");
+    tracing::error!(%key, "giving up: {what}");
+    None
+}
+
+async fn ack(inner: &Inner, d: &Delivery) {
+    // If the ack is given up, the message stays in unacked for the sweeper, and the
+    // idempotency guard sees its SUCCESS when it comes back.
+    retrying("ack", &d.tag, 40, || inner.broker.ack(&d.tag)).await;
 }
 
 /// Store `meta`; when `ack_tag` is given and the broker is the backend's database, ack that
@@ -601,35 +636,18 @@ async fn store_acking(inner: &Inner, meta: &ResultMeta, ack_tag: Option<&str>) -
         store(inner, meta).await;
         return false;
     };
-    let mut delay = Duration::from_millis(100);
-    for attempt in 0..60 {
-        match inner.backend.store_and_ack(meta, tag).await {
-            Ok(_) => return true,
-            Err(e) => {
-                tracing::warn!(task_id = %meta.task_id, attempt, error = %e, "storing the result failed; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(2));
-            }
-        }
-    }
-    tracing::error!(task_id = %meta.task_id, "giving up storing the result");
-    false
+    retrying("storing the result", &meta.task_id, 60, || {
+        inner.backend.store_and_ack(meta, tag)
+    })
+    .await
+    .is_some()
 }
 
 async fn store(inner: &Inner, meta: &ResultMeta) {
-    // A lost connection must not lose a result: retry until Redis is back (bounded).
-    let mut delay = Duration::from_millis(100);
-    for attempt in 0..60 {
-        match inner.backend.store(meta).await {
-            Ok(_) => return,
-            Err(e) => {
-                tracing::warn!(task_id = %meta.task_id, attempt, error = %e, "storing the result failed; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(2));
-            }
-        }
-    }
-    tracing::error!(task_id = %meta.task_id, "giving up storing the result");
+    retrying("storing the result", &meta.task_id, 60, || {
+        inner.backend.store(meta)
+    })
+    .await;
 }
 
 fn fields(pairs: &[(&str, Value)]) -> Map<String, Value> {

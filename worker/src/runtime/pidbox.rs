@@ -14,7 +14,7 @@ use super::shutdown::Phase;
 use super::state::Phase as HeldPhase;
 use super::{Inner, store};
 use celeriac::protocol::control::ControlRequest;
-use celeriac::protocol::envelope::{DeliveryInfo, Envelope, Properties};
+use celeriac::protocol::envelope::Envelope;
 use celeriac::protocol::{ExceptionInfo, ResultMeta, State as TaskState};
 use celeriac::transport::{keys, scripts};
 use futures_util::StreamExt;
@@ -186,19 +186,7 @@ async fn send_reply(
     let mut headers = Map::new();
     headers.insert("ticket".into(), json!(ticket));
     headers.insert("clock".into(), json!(inner.state.tick()));
-    let props = Properties {
-        delivery_mode: 1,
-        delivery_info: DeliveryInfo {
-            exchange: exchange.into(),
-            routing_key: routing_key.into(),
-            extra: Map::new(),
-        },
-        priority: 0,
-        body_encoding: Some("base64".into()),
-        delivery_tag: uuid::Uuid::new_v4().to_string(),
-        ..Default::default()
-    };
-    let raw = Envelope::with_json_body(body, headers, props).encode();
+    let raw = Envelope::routed(body, headers, exchange, routing_key, 1).encode();
     let mut conn = inner.broker.conn();
     let members: Vec<String> = conn.smembers(keys::binding(exchange)).await?;
     for m in members {
