@@ -45,6 +45,19 @@ ensure_venv() {
     || { echo "the venv lacks celery/redis/flower; delete .venv and rerun" >&2; exit 1; }
 }
 
+# A second venv with Celery 5.5 in .venv-celery55/, for the cross-version test.
+ensure_venv_celery55() {
+  local want
+  want=$(sha256sum scripts/requirements-celery55.txt | cut -c1-16)
+  if [ ! -x .venv-celery55/bin/python ] || [ "$(cat .venv-celery55/.stamp 2>/dev/null)" != "$want" ]; then
+    step "creating .venv-celery55 with celery 5.5"
+    python3 -m venv .venv-celery55
+    .venv-celery55/bin/pip install -q --upgrade pip >/dev/null
+    .venv-celery55/bin/pip install -q -r scripts/requirements-celery55.txt
+    echo "$want" > .venv-celery55/.stamp
+  fi
+}
+
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }

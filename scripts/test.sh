@@ -9,8 +9,10 @@ source scripts/lib.sh
 ensure_redis_server
 ensure_chromium
 ensure_venv
+ensure_venv_celery55
 
 export CELERIAC_PYTHON="$PWD/.venv/bin/python"
+export CELERIAC_PYTHON_CELERY55="$PWD/.venv-celery55/bin/python"
 export PATH="$PWD/.venv/bin:$PATH"
 
 step "cargo fmt --check"

@@ -221,6 +221,27 @@ pub fn python() -> PathBuf {
     .clone()
 }
 
+/// The interpreter of the Celery 5.5 venv (`.venv-celery55/`, made by `scripts/test.sh`), or
+/// `$CELERIAC_PYTHON_CELERY55`. Panics with a hint when it is missing.
+pub fn python_celery55() -> PathBuf {
+    let py = std::env::var_os("CELERIAC_PYTHON_CELERY55")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join(".venv-celery55/bin/python"));
+    let version = Command::new(&py)
+        .args(["-c", "import celery; print(celery.__version__)"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    assert!(
+        version.as_deref().is_some_and(|v| v.starts_with("5.5")),
+        "Celery 5.5 venv not found at {} (got {version:?}). Run scripts/test.sh (it creates \
+         .venv-celery55 from scripts/requirements-celery55.txt) or set CELERIAC_PYTHON_CELERY55.",
+        py.display()
+    );
+    py
+}
+
 /// Directory holding the Python helper modules used by tests (`tests/py`).
 pub fn py_dir() -> PathBuf {
     workspace_root().join("tests/py")
@@ -486,8 +507,18 @@ pub struct PythonWorker {
 impl PythonWorker {
     /// Start `celery -A shared_tasks worker <args>` against `broker_url`, wait for "ready".
     pub fn start(broker_url: &str, env: &[(&str, &str)], args: &[&str]) -> Self {
+        Self::start_with(&python(), broker_url, env, args)
+    }
+
+    /// The same with another interpreter (e.g. [`python_celery55`]).
+    pub fn start_with(
+        python: &Path,
+        broker_url: &str,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Self {
         let node = format!("py-{}@localhost", free_port());
-        let mut cmd = Command::new(python());
+        let mut cmd = Command::new(python);
         cmd.args([
             "-m",
             "celery",

@@ -402,3 +402,50 @@ fn malformed_messages_go_to_the_dead_letter_list_and_the_worker_keeps_serving() 
     let q: usize = c.llen("celery").unwrap();
     assert_eq!(q, 0);
 }
+
+#[test]
+fn a_celery_5_5_worker_accepts_celeriac_messages_without_warnings() {
+    let redis = RedisServer::start();
+    let url = redis.url(0);
+    let py55 = tests::python_celery55();
+    let w = PythonWorker::start_with(&py55, &url, &[], &["-P", "solo"]);
+    let env = [("CELERY_BROKER_URL", url.as_str())];
+    for (task, args, want) in [
+        ("shared_tasks.add", "[2, 3]", "5"),
+        (
+            "shared_tasks.echo",
+            "[\"é\", null, 1.5]",
+            "{\"args\":[\"é\",null,1.5],\"kwargs\":{}}",
+        ),
+    ] {
+        let out = celeriac(
+            &["call", task, "--args", args, "--wait", "--timeout", "20"],
+            &env,
+            T,
+        );
+        assert_eq!(out.stdout.trim(), want, "{out:?}");
+    }
+    let out = celeriac(
+        &[
+            "call",
+            "shared_tasks.add",
+            "--args",
+            "[1, 1]",
+            "--countdown",
+            "1",
+            "--priority",
+            "7",
+            "--wait",
+            "--timeout",
+            "20",
+        ],
+        &env,
+        T,
+    );
+    assert_eq!(out.stdout.trim(), "2", "{out:?}");
+    let log = w.proc_.output();
+    assert!(
+        !log.contains("WARNING") && !log.contains("Traceback"),
+        "celery 5.5 complained:\n{log}"
+    );
+}
