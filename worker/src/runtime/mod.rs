@@ -179,6 +179,8 @@ pub struct Inner {
     ready_tx: mpsc::UnboundedSender<String>,
     /// Slots.
     slots: Arc<Semaphore>,
+    /// Requests queued for a slot (so a new one never overtakes them).
+    waiting: std::sync::atomic::AtomicUsize,
     /// Job counter (billiard's "Job: N").
     jobs: AtomicU64,
     /// Queues currently consumed (add_consumer/cancel_consumer change it).
@@ -220,6 +222,7 @@ pub async fn run(
     let (ready_tx, ready_rx) = mpsc::unbounded_channel();
     let inner = Arc::new(Inner {
         slots: Arc::new(Semaphore::new(cfg.concurrency.max(1))),
+        waiting: std::sync::atomic::AtomicUsize::new(0),
         queues: std::sync::Mutex::new(cfg.queues.clone()),
         queues_changed: tokio::sync::Notify::new(),
         same_database: cfg.broker_url == cfg.backend_url,
@@ -501,9 +504,7 @@ async fn on_delivery(inner: &Arc<Inner>, d: Delivery) {
         terminate: None,
     });
     match scheduled {
-        None => {
-            let _ = inner.ready_tx.send(id);
-        }
+        None => make_ready(inner, id),
         Some(at) => {
             let inner = inner.clone();
             tokio::spawn(async move {
@@ -511,7 +512,7 @@ async fn on_delivery(inner: &Arc<Inner>, d: Delivery) {
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {
                         inner.state.set_phase(&id, HeldPhase::Reserved);
-                        let _ = inner.ready_tx.send(id);
+                        make_ready(&inner, id);
                     }
                     // Warm shutdown gives scheduled messages back (see `stop`).
                     _ = inner.shutdown.reached(Phase::Warm) => {}
@@ -564,6 +565,30 @@ async fn revoke_message(inner: &Inner, msg: &TaskMessage, d: &Delivery, reason: 
     ack(inner, d).await;
 }
 
+/// A request may run: start it now when a slot is free and nothing is queued before it,
+/// else queue it for the dispatcher (FIFO, `-O fair`: it waits for a free slot). Starting
+/// directly saves an idle worker a hand-off between tasks on the way to running the task.
+fn make_ready(inner: &Arc<Inner>, id: String) {
+    if inner.waiting.load(Ordering::SeqCst) == 0
+        && inner.shutdown.phase() == Phase::Running
+        && let Ok(permit) = inner.slots.clone().try_acquire_owned()
+    {
+        start(inner, id, permit);
+        return;
+    }
+    inner.waiting.fetch_add(1, Ordering::SeqCst);
+    let _ = inner.ready_tx.send(id);
+}
+
+fn start(inner: &Arc<Inner>, id: String, permit: tokio::sync::OwnedSemaphorePermit) {
+    let inner = inner.clone();
+    tokio::spawn(async move {
+        rate_limit_wait(&inner, &id).await;
+        run_request(&inner, &id).await;
+        drop(permit);
+    });
+}
+
 async fn dispatch_loop(inner: Arc<Inner>, mut ready: mpsc::UnboundedReceiver<String>) {
     while let Some(id) = ready.recv().await {
         let permit = tokio::select! {
@@ -573,12 +598,8 @@ async fn dispatch_loop(inner: Arc<Inner>, mut ready: mpsc::UnboundedReceiver<Str
         if inner.shutdown.phase() != Phase::Running {
             return;
         }
-        let inner = inner.clone();
-        tokio::spawn(async move {
-            rate_limit_wait(&inner, &id).await;
-            run_request(&inner, &id).await;
-            drop(permit);
-        });
+        inner.waiting.fetch_sub(1, Ordering::SeqCst);
+        start(&inner, id, permit);
     }
 }
 
