@@ -30,7 +30,7 @@ BENCH="$target/release/examples/lockbench"
 
 dir=$(mktemp -d)
 port=$(start_private_redis "$dir")
-cleanup() { kill "$(cat "$dir/redis.pid")" 2>/dev/null || true; rm -rf "$dir"; }
+cleanup() { stop_private_redis "$dir"; rm -rf "$dir"; }
 trap cleanup EXIT
 url="redis://127.0.0.1:$port/0"
 release_lua="if redis.call('get',KEYS[1]) == ARGV[1] then return redis.call('del',KEYS[1]) else return 0 end"

@@ -72,7 +72,7 @@ cleanup() {
       [ -n "$pid" ] && kill -KILL -- "-$pid" "$pid" 2>/dev/null || true
     done < "$dir/pids"
   fi
-  [ -f "$dir/redis.pid" ] && kill "$(cat "$dir/redis.pid")" 2>/dev/null || true
+  stop_private_redis "$dir"
   rm -rf "$dir"
   exit "$rc"
 }

@@ -14,7 +14,7 @@ WORKDIR=$(mktemp -d)
 WORKER_PID=
 cleanup() {
   [ -n "$WORKER_PID" ] && kill -TERM "$WORKER_PID" 2>/dev/null && wait "$WORKER_PID" 2>/dev/null || true
-  [ -f "$WORKDIR/redis.pid" ] && kill "$(cat "$WORKDIR/redis.pid")" 2>/dev/null || true
+  stop_private_redis "$WORKDIR"
   rm -rf "$WORKDIR"
 }
 trap cleanup EXIT

@@ -75,3 +75,14 @@ start_private_redis() {
   echo "redis-server did not start on port $port" >&2
   return 1
 }
+
+# stop_private_redis DIR: stop the redis-server started by start_private_redis DIR and wait
+# for it to exit (so its files are closed before DIR is removed).
+stop_private_redis() {
+  local dir=$1 pid
+  [ -f "$dir/redis.pid" ] || return 0
+  pid=$(cat "$dir/redis.pid")
+  kill "$pid" 2>/dev/null || return 0
+  for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.05; done
+  kill -KILL "$pid" 2>/dev/null || true
+}

@@ -47,7 +47,7 @@ cleanup() {
   [ -n "$PRODUCER" ] && kill "$PRODUCER" 2>/dev/null || true
   for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
-  if [ -f "$DIR/redis.pid" ]; then kill "$(cat "$DIR/redis.pid")" 2>/dev/null || true; fi
+  stop_private_redis "$DIR"
   if [ "${SOAK_KEEP:-}" = 1 ] || [ "$rc" != 0 ]; then
     echo "run directory kept: $DIR" >&2
   else
