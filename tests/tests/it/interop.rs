@@ -8,6 +8,29 @@ use tests::{CeleriacWorker, PythonWorker, RedisServer, celeriac, py, wait_until}
 
 const T: Duration = Duration::from_secs(60);
 
+/// The first `args` element of each `echo` task in `ids`, in the order the tasks finished
+/// (by `date_done`), read back through Python's `AsyncResult`.
+fn echo_completion_order(url: &str, ids: &str) -> Vec<serde_json::Value> {
+    let out = py(
+        url,
+        url,
+        &format!(
+            r#"
+from celery.result import AsyncResult
+done = []
+for i in json.loads('{ids}'):
+    r = AsyncResult(i, app=app)
+    r.get(timeout=20)
+    done.append((r.date_done, r.result["args"][0]))
+print(json.dumps([a for _, a in sorted(done)]))
+"#,
+            ids = ids.trim()
+        ),
+        T,
+    );
+    serde_json::from_str(out.trim()).expect("completion order is JSON")
+}
+
 #[test]
 fn python_client_gets_sum_and_reraised_value_error_from_celeriac_worker() {
     let redis = RedisServer::start();
@@ -104,25 +127,7 @@ print(json.dumps(ids))
         T,
     );
     let _w = CeleriacWorker::start(&url, &["-P", "solo", "--prefetch-multiplier", "1"]);
-    let out = py(
-        &url,
-        &url,
-        &format!(
-            r#"
-from celery.result import AsyncResult
-ids = json.loads('{ids}')
-done = []
-for i in ids:
-    r = AsyncResult(i, app=app)
-    r.get(timeout=10)
-    done.append((r.date_done, r.result["args"][0]))
-print(json.dumps([p for _, p in sorted(done)]))
-"#,
-            ids = ids.trim()
-        ),
-        T,
-    );
-    assert_eq!(out.trim(), "[0, 5, 9]");
+    assert_eq!(echo_completion_order(&url, &ids), [0, 5, 9]);
 }
 
 #[test]
@@ -142,24 +147,10 @@ print(json.dumps(ids))
         &url,
         &["-P", "solo", "--prefetch-multiplier", "1", "-Q", "a,b"],
     );
-    let out = py(
-        &url,
-        &url,
-        &format!(
-            r#"
-from celery.result import AsyncResult
-done = []
-for i in json.loads('{ids}'):
-    r = AsyncResult(i, app=app)
-    r.get(timeout=10)
-    done.append((r.date_done, r.result["args"][0]))
-print("".join(q for _, q in sorted(done)))
-"#,
-            ids = ids.trim()
-        ),
-        T,
+    assert_eq!(
+        echo_completion_order(&url, &ids),
+        ["a", "b", "a", "b", "a", "b"]
     );
-    assert_eq!(out.trim(), "ababab");
 }
 
 #[test]
@@ -283,23 +274,8 @@ fn python_worker_honours_countdown_and_priority_from_celeriac_client() {
         ids.push(out.stdout.trim().to_string());
     }
     let _w = PythonWorker::start(&url, &[], &["-P", "solo", "--prefetch-multiplier", "1"]);
-    let order = py(
-        &url,
-        &url,
-        &format!(
-            r#"
-from celery.result import AsyncResult
-done = []
-for i in {ids:?}:
-    r = AsyncResult(i, app=app)
-    r.get(timeout=20)
-    done.append((r.date_done, r.result["args"][0]))
-print(json.dumps([p for _, p in sorted(done)]))
-"#
-        ),
-        T,
-    );
-    assert_eq!(order.trim(), "[0, 5, 9]");
+    let ids = serde_json::to_string(&ids).expect("ids serialize");
+    assert_eq!(echo_completion_order(&url, &ids), [0, 5, 9]);
     let start = std::time::Instant::now();
     let out = celeriac(
         &[
