@@ -211,11 +211,11 @@ fn redis_restarted_mid_run_loses_nothing_and_workers_resume_within_5s() {
     let path = dir.path().join("runs.log");
     let mut c = redis.client(0);
     let ids = submit_append(&mut c, path.to_str().unwrap(), 400, 0.02);
-    let _w1 = CeleriacWorker::start(
+    let w1 = CeleriacWorker::start(
         &url,
         &["-P", "threads", "-c2", "--acks-late", "--lease", "3"],
     );
-    let _w2 = CeleriacWorker::start(
+    let w2 = CeleriacWorker::start(
         &url,
         &["-P", "threads", "-c2", "--acks-late", "--lease", "3"],
     );
@@ -245,6 +245,20 @@ fn redis_restarted_mid_run_loses_nothing_and_workers_resume_within_5s() {
         resumed.as_secs_f64()
     );
     assert_eq!(lost, 0);
+    // The pidbox subscriptions came back too: both workers answer remote control again.
+    wait_until(
+        Duration::from_secs(10),
+        "both workers to answer inspect ping",
+        || {
+            let out = tests::celeriac(
+                &["inspect", "ping", "--json"],
+                &[("CELERY_BROKER_URL", url.as_str())],
+                Duration::from_secs(10),
+            );
+            (out.success && out.stdout.contains(&w1.node) && out.stdout.contains(&w2.node))
+                .then_some(())
+        },
+    );
 }
 
 #[test]
