@@ -400,3 +400,54 @@ fn a_redelivered_task_that_already_succeeded_is_acked_not_rerun() {
     });
     assert_eq!(executions(&path).get(&ids[0]), Some(&1));
 }
+
+#[test]
+fn a_chord_member_redelivered_after_its_result_was_stored_still_completes_the_chord() {
+    // As if a worker died between storing a header task's result and the chord join.
+    let redis = RedisServer::start();
+    let url = redis.url(0);
+    let mut c = redis.client(0);
+    let (group, member, callback) = ("g-redelivered", "m-redelivered", "cb-redelivered");
+    let _: () = c
+        .set_ex(format!("celery-taskset-meta-{group}.s"), "1", 600)
+        .unwrap();
+    let _: () = c
+        .set_ex(
+            format!("celery-task-meta-{member}"),
+            format!(r#"{{"status": "SUCCESS", "result": 7, "traceback": null, "children": [], "date_done": "2026-01-01T00:00:00.000000+00:00", "group_id": "{group}", "task_id": "{member}"}}"#),
+            600,
+        )
+        .unwrap();
+    let mut msg = TaskMessage::new(
+        "shared_tasks.add",
+        vec![3.into(), 4.into()],
+        Default::default(),
+    );
+    msg.headers.id = member.into();
+    msg.headers.group = Some(group.into());
+    msg.headers.group_index = Some(0);
+    msg.embed.chord = Some(serde_json::json!({
+        "task": "shared_tasks.echo", "args": [], "kwargs": {},
+        "options": {"task_id": callback, "group_id": group}, "subtask_type": null, "immutable": false
+    }));
+    let mut env = msg.to_envelope("celery", 0);
+    env.mark_redelivered();
+    let _: i64 = c.lpush("celery", env.encode()).unwrap();
+    let w = CeleriacWorker::start(&url, &["-c1"]);
+    let meta: String = wait_until(
+        Duration::from_secs(15),
+        "the chord callback's result",
+        || {
+            c.get::<_, Option<String>>(format!("celery-task-meta-{callback}"))
+                .unwrap()
+        },
+    );
+    assert!(
+        meta.contains(r#""result": {"args": [[7]], "kwargs": {}}"#),
+        "{meta}"
+    );
+    assert!(
+        w.proc_.output().contains("already succeeded"),
+        "the member must not run again"
+    );
+}

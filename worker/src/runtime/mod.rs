@@ -724,9 +724,13 @@ async fn run_request(inner: &Arc<Inner>, id: &str) {
         .unwrap_or(false);
     if inner.cfg.skip_succeeded
         && redelivered
-        && let Ok(TaskState::Success) = inner.backend.state(id).await
+        && let Ok(Some(done)) = inner.backend.get(id).await
+        && done.status == TaskState::Success
     {
         tracing::warn!(task_id = %id, "redelivered task already succeeded; acking without running it again");
+        // A crash may have fallen between storing the result and the chord join: join again
+        // (the join counts each header task once, so a second call cannot count twice).
+        callbacks::chord_part(inner, &msg, &TaskState::Success, &done.result).await;
         ack(inner, &delivery).await;
         inner.state.release(id);
         return;
