@@ -31,9 +31,8 @@ if redis.call('SISMEMBER', KEYS[4], member) == 0 then
   redis.call('SADD', KEYS[4], member)
 end
 local count = redis.call('ZCOUNT', KEYS[1], '-inf', '+inf')
-for i = 1, 5 do
-  if i ~= 3 or redis.call('EXISTS', KEYS[3]) == 1 then redis.call('EXPIRE', KEYS[i], tonumber(ARGV[4])) end
-end
+-- EXPIRE of a key that does not exist is a no-op, so every join key can be named.
+for i = 1, 5 do redis.call('EXPIRE', KEYS[i], tonumber(ARGV[4])) end
 local extra = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
 local size = tonumber(redis.call('GET', KEYS[3]) or '-1')
 if size == nil or size < 0 then return {} end

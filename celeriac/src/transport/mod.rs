@@ -46,11 +46,21 @@ pub struct Delivery {
     pub key: String,
     /// The original envelope bytes, exactly as popped.
     pub raw: Vec<u8>,
-    /// The `unacked` hash value written for it: `[raw, exchange, routing_key]`.
-    pub unacked_value: Vec<u8>,
+    /// What follows `raw` in its `unacked` entry: `, "<exchange>", "<routing_key>"]`.
+    pub unacked_suffix: Vec<u8>,
 }
 
 impl Delivery {
+    /// The `unacked` hash value written for it, `[raw, exchange, routing_key]`, byte for
+    /// byte (only needed to compare-and-move it, so it is not kept beside `raw`).
+    pub fn unacked_value(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(self.raw.len() + self.unacked_suffix.len() + 1);
+        v.push(b'[');
+        v.extend_from_slice(&self.raw);
+        v.extend_from_slice(&self.unacked_suffix);
+        v
+    }
+
     /// The queue name (the list key without its priority suffix).
     pub fn queue(&self) -> &str {
         keys::queue_of_key(&self.key)
@@ -197,15 +207,11 @@ impl Broker {
         while let (Some(key), Some(raw), Some(tag), Some(suffix)) =
             (it.next(), it.next(), it.next(), it.next())
         {
-            let mut unacked_value = Vec::with_capacity(raw.len() + suffix.len() + 1);
-            unacked_value.push(b'[');
-            unacked_value.extend_from_slice(&raw);
-            unacked_value.extend_from_slice(&suffix);
             out.push(Delivery {
                 tag: String::from_utf8_lossy(&tag).into_owned(),
                 key: String::from_utf8_lossy(&key).into_owned(),
                 raw,
-                unacked_value,
+                unacked_suffix: suffix,
             });
         }
         Ok(out)
@@ -241,7 +247,7 @@ impl Broker {
         restore_entry(
             &mut self.conn.clone(),
             &delivery.tag,
-            &delivery.unacked_value,
+            &delivery.unacked_value(),
             back,
         )
         .await
@@ -266,14 +272,10 @@ impl Broker {
 
     /// kombu's `restore_visible`: under `unacked_mutex` (a redis-py lock, `PX 300000`),
     /// restore (RPUSH, redelivered) every unacked message whose score is older than
-    /// `visibility_timeout`; celeriac-held messages (in `celeriac.holders`) use `lease`
-    /// instead, because their holders refresh the score while alive.
+    /// `visibility_timeout`; celeriac-held messages (in `celeriac.holders`) as soon as their
+    /// lease (the score, renewed by a live holder) has passed.
     /// Returns the number restored, or `None` when another consumer holds the mutex.
-    pub async fn restore_visible(
-        &self,
-        visibility_timeout: Duration,
-        lease: Duration,
-    ) -> Result<Option<usize>> {
+    pub async fn restore_visible(&self, visibility_timeout: Duration) -> Result<Option<usize>> {
         let mut conn = self.conn.clone();
         let token = uuid::Uuid::new_v4().simple().to_string();
         let got: Option<String> = redis::cmd("SET")
@@ -287,9 +289,7 @@ impl Broker {
         if got.is_none() {
             return Ok(None);
         }
-        let result = self
-            .restore_stale(&mut conn, visibility_timeout, lease)
-            .await;
+        let result = self.restore_stale(&mut conn, visibility_timeout).await;
         let _: i64 = scripts::LOCK_RELEASE
             .key(keys::UNACKED_MUTEX)
             .arg(&token)
@@ -298,12 +298,7 @@ impl Broker {
         result.map(Some)
     }
 
-    async fn restore_stale(
-        &self,
-        conn: &mut Conn,
-        vt: Duration,
-        _lease: Duration,
-    ) -> Result<usize> {
+    async fn restore_stale(&self, conn: &mut Conn, vt: Duration) -> Result<usize> {
         let now = time::unix_now();
         // celeriac holders write the end of their lease as the score: anything at or below
         // `now` is a candidate; entries without a celeriac holder keep kombu's rule.
@@ -367,11 +362,6 @@ impl Broker {
             }
             cursor = next;
         }
-    }
-
-    /// Remove one unacked entry without requeueing it (purge of a reserved message).
-    pub async fn drop_unacked(&self, tag: &str) -> Result<()> {
-        self.ack(tag).await
     }
 
     /// Length of every list of `queue` (sum over priorities).

@@ -348,7 +348,8 @@ pub async fn purge(a: PurgeArgs, broker_url: &str, backend_url: &str) -> Result<
         if id.as_ref().is_some_and(|i| active.contains(i)) {
             continue;
         }
-        broker.drop_unacked(&tag).await?;
+        // Dropping a reserved message is an ack: it leaves unacked without a requeue.
+        broker.ack(&tag).await?;
         unacked_dropped += 1;
         *per_queue.entry(rk).or_default() += 1;
         if let Some(i) = id {

@@ -12,33 +12,45 @@ use celeriac::transport::keys;
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use tokio::sync::mpsc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// What the publisher task receives.
+#[derive(Debug)]
+enum Msg {
+    /// An event body.
+    Event(Value),
+    /// Answer once everything queued before this has been published.
+    Flush(oneshot::Sender<()>),
+}
 
 /// Sends events.
 #[derive(Debug, Clone)]
 pub struct Events {
-    tx: mpsc::UnboundedSender<Value>,
+    tx: mpsc::UnboundedSender<Msg>,
     state: Arc<State>,
     task_events: Arc<AtomicBool>,
 }
 
 impl Events {
     /// Start the publisher task.
-    pub fn start(
-        broker: Broker,
-        state: Arc<State>,
-        task_events: bool,
-    ) -> (Self, tokio::task::JoinHandle<()>) {
+    pub fn start(broker: Broker, state: Arc<State>, task_events: bool) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        let handle = tokio::spawn(publisher(broker, state.clone(), rx));
-        (
-            Events {
-                tx,
-                state,
-                task_events: Arc::new(AtomicBool::new(task_events)),
-            },
-            handle,
-        )
+        tokio::spawn(publisher(broker, state.clone(), rx));
+        Events {
+            tx,
+            state,
+            task_events: Arc::new(AtomicBool::new(task_events)),
+        }
+    }
+
+    /// Wait (up to `timeout`) until every event sent so far has been published — so a
+    /// stopping worker's `worker-offline` reaches Redis before the process exits.
+    pub async fn flush(&self, timeout: Duration) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Msg::Flush(tx)).is_ok() {
+            let _ = tokio::time::timeout(timeout, rx).await;
+        }
     }
 
     /// Whether task events are enabled.
@@ -67,7 +79,7 @@ impl Events {
             self.state.tick(),
             fields,
         );
-        let _ = self.tx.send(body);
+        let _ = self.tx.send(Msg::Event(body));
     }
 
     /// The fields of a worker event (`freq`, `active`, `processed`, `loadavg`, `sw_*`).
@@ -107,47 +119,53 @@ pub fn envelope(node: &str, routing_key: &str, body: &Value) -> Vec<u8> {
     Envelope::routed(body, headers, keys::EVENT_EXCHANGE, routing_key, 1).encode()
 }
 
-async fn publisher(broker: Broker, state: Arc<State>, mut rx: mpsc::UnboundedReceiver<Value>) {
+async fn publisher(broker: Broker, state: Arc<State>, mut rx: mpsc::UnboundedReceiver<Msg>) {
     let db = broker.db();
     let mut conn = broker.conn();
     let mut batch: Vec<Value> = Vec::new();
+    let mut flushes: Vec<oneshot::Sender<()>> = Vec::new();
     while let Some(first) = rx.recv().await {
-        batch.push(first);
-        while batch.len() < 24 {
-            match rx.try_recv() {
-                Ok(v) => batch.push(v),
-                Err(_) => break,
+        let mut next = Some(first);
+        while let Some(msg) = next.take() {
+            match msg {
+                Msg::Event(v) => batch.push(v),
+                Msg::Flush(done) => flushes.push(done),
+            }
+            if batch.len() < 24 {
+                next = rx.try_recv().ok();
             }
         }
+        if batch.is_empty() {
+            for done in flushes.drain(..) {
+                let _ = done.send(());
+            }
+            continue;
+        }
         let mut pipe = redis::pipe();
-        let (tasks, others): (Vec<Value>, Vec<Value>) = batch
+        let (tasks, mut singles): (Vec<Value>, Vec<Value>) = batch
             .drain(..)
             .partition(|e| e["type"].as_str().is_some_and(|t| t.starts_with("task-")));
-        for e in others {
+        if tasks.len() > 1 {
+            let list = Value::Array(tasks);
+            pipe.publish(
+                keys::event_channel(db, "task.multi"),
+                envelope(&state.node, "task.multi", &list),
+            )
+            .ignore();
+        } else {
+            singles.extend(tasks);
+        }
+        for e in singles {
             let rk = event::routing_key(e["type"].as_str().unwrap_or("worker"));
             pipe.publish(keys::event_channel(db, &rk), envelope(&state.node, &rk, &e))
                 .ignore();
         }
-        match tasks.len() {
-            0 => {}
-            1 => {
-                let e = &tasks[0];
-                let rk = event::routing_key(e["type"].as_str().unwrap_or("task"));
-                pipe.publish(keys::event_channel(db, &rk), envelope(&state.node, &rk, e))
-                    .ignore();
-            }
-            _ => {
-                let list = Value::Array(tasks);
-                pipe.publish(
-                    keys::event_channel(db, "task.multi"),
-                    envelope(&state.node, "task.multi", &list),
-                )
-                .ignore();
-            }
-        }
         if let Err(e) = pipe.query_async::<()>(&mut conn).await {
             // Events are at-most-once pub/sub in Celery too; log and go on.
             tracing::warn!(error = %e, "could not publish events");
+        }
+        for done in flushes.drain(..) {
+            let _ = done.send(());
         }
     }
 }

@@ -203,7 +203,7 @@ pub async fn run(
         .with_expires(cfg.result_expires);
     let registry = Arc::new(registry);
     let state = Arc::new(State::new(cfg.node.clone()));
-    let (events, events_handle) = Events::start(broker.clone(), state.clone(), cfg.task_events);
+    let events = Events::start(broker.clone(), state.clone(), cfg.task_events);
     let executor = match cfg.pool {
         PoolMode::InProcess => Executor::InProcess(registry.clone()),
         PoolMode::Children {
@@ -241,7 +241,7 @@ pub async fn run(
     // Start-up, in Celery's order: restore stale unacked, declare queues, online, pidbox.
     match inner
         .broker
-        .restore_visible(inner.cfg.visibility_timeout, inner.cfg.lease)
+        .restore_visible(inner.cfg.visibility_timeout)
         .await
     {
         Ok(Some(n)) if n > 0 => tracing::warn!(
@@ -282,15 +282,7 @@ pub async fn run(
         .events
         .send("worker-offline", inner.events.worker_fields(freq));
     pidbox.stop().await;
-    // Let the event publisher flush the offline event.
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while !events_handle.is_finished() && Instant::now() < deadline {
-        if Arc::strong_count(&inner) <= 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    inner.events.flush(Duration::from_secs(2)).await;
     tracing::info!(?exit, "worker stopped");
     Ok(exit)
 }
@@ -942,7 +934,7 @@ async fn finish(
         }
         ExecOutcome::Done(ChildOutcome::Err { exc, traceback }) => {
             let tb = traceback.unwrap_or_else(|| exc.traceback(name));
-            let action = failure_ack(inner, false);
+            let action = failure_ack(inner);
             let tag = late_tag.filter(|_| matches!(action, AckAction::Ack));
             if fail(inner, msg, &exc, Some(tb), tag).await {
                 AckAction::Nothing
@@ -958,7 +950,7 @@ async fn finish(
             if max_retries.is_some_and(|m| msg.headers.retries >= m) {
                 let tb = exc.traceback(name);
                 fail(inner, msg, &exc, Some(tb), None).await;
-                return failure_ack(inner, false);
+                return failure_ack(inner);
             }
             callbacks::retry(inner, msg, countdown, &exc).await;
             AckAction::Ack
@@ -1010,7 +1002,7 @@ async fn finish(
     }
 }
 
-fn failure_ack(inner: &Inner, _timeout: bool) -> AckAction {
+fn failure_ack(inner: &Inner) -> AckAction {
     if inner.cfg.acks_late && !inner.cfg.acks_on_failure_or_timeout {
         AckAction::Nothing
     } else {
@@ -1079,7 +1071,7 @@ async fn lease_loop(inner: Arc<Inner>) {
         }
         match inner
             .broker
-            .restore_visible(inner.cfg.visibility_timeout, inner.cfg.lease)
+            .restore_visible(inner.cfg.visibility_timeout)
             .await
         {
             Ok(Some(n)) if n > 0 => tracing::warn!(

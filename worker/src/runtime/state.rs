@@ -7,7 +7,7 @@ use celeriac::transport::Delivery;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, mpsc};
 
@@ -141,8 +141,6 @@ pub struct State {
     pub totals: Mutex<BTreeMap<String, u64>>,
     /// Held requests by task id.
     pub held: Mutex<HashMap<String, Held>>,
-    /// Count of held messages that count against prefetch (not scheduled).
-    pub prefetch_held: AtomicUsize,
     /// Signalled whenever a held message is released or changes phase.
     pub released: Notify,
     /// Revoked ids.
@@ -209,7 +207,6 @@ impl State {
             processed: AtomicU64::new(0),
             totals: Mutex::new(BTreeMap::new()),
             held: Mutex::new(HashMap::new()),
-            prefetch_held: AtomicUsize::new(0),
             released: Notify::new(),
             revoked: Mutex::new(Revoked::new()),
             started: Instant::now(),
@@ -235,9 +232,6 @@ impl State {
 
     /// Hold a new request.
     pub fn hold(&self, held: Held) {
-        if !matches!(held.phase, Phase::Scheduled { .. }) {
-            self.prefetch_held.fetch_add(1, Ordering::SeqCst);
-        }
         self.held
             .lock()
             .expect("held")
@@ -248,13 +242,6 @@ impl State {
     pub fn set_phase(&self, id: &str, phase: Phase) {
         let mut held = self.held.lock().expect("held");
         if let Some(h) = held.get_mut(id) {
-            let was_sched = matches!(h.phase, Phase::Scheduled { .. });
-            let is_sched = matches!(phase, Phase::Scheduled { .. });
-            if was_sched && !is_sched {
-                self.prefetch_held.fetch_add(1, Ordering::SeqCst);
-            } else if !was_sched && is_sched {
-                self.prefetch_held.fetch_sub(1, Ordering::SeqCst);
-            }
             h.phase = phase;
         }
     }
@@ -274,11 +261,6 @@ impl State {
     /// Stop holding a request.
     pub fn release(&self, id: &str) -> Option<Held> {
         let h = self.held.lock().expect("held").remove(id);
-        if let Some(h) = &h
-            && !matches!(h.phase, Phase::Scheduled { .. })
-        {
-            self.prefetch_held.fetch_sub(1, Ordering::SeqCst);
-        }
         self.released.notify_waiters();
         h
     }
