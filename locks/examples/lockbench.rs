@@ -3,10 +3,13 @@
 //! API with no runtime of their own).
 //!
 //! ```text
-//! lockbench bench URL SECONDS [blocking|async]
+//! lockbench bench URL SECONDS [blocking|async] [release|drop]
 //!                                      uncontended acquire+release cycles on one connection
-//!                                      (blocking API by default, like redis-py's); prints one
-//!                                      JSON line {"cycles":..,"secs":..,"per_sec":..}
+//!                                      (blocking API by default, like redis-py's); `release`
+//!                                      (default) waits for each release's reply, `drop` ends
+//!                                      each cycle by dropping the guard (the release's reply
+//!                                      is read with the next acquire's); prints one JSON
+//!                                      line {"cycles":..,"secs":..,"per_sec":..}
 //! lockbench floor URL SECONDS          the same cycle with nothing but redis-py's two commands
 //!                                      (SET NX PX, compare-and-delete EVALSHA) on a bare
 //!                                      synchronous redis-rs connection: a client-side two-
@@ -25,9 +28,14 @@ fn main() {
     match a(0) {
         "bench" => {
             let secs = a(2).parse().unwrap_or_else(|_| usage());
+            let by_drop = match args.get(4).map(String::as_str).unwrap_or("release") {
+                "release" => false,
+                "drop" => true,
+                _ => usage(),
+            };
             match args.get(3).map(String::as_str).unwrap_or("blocking") {
-                "blocking" => bench_blocking(a(1), secs),
-                "async" => bench(a(1), secs),
+                "blocking" => bench_blocking(a(1), secs, by_drop),
+                "async" => bench(a(1), secs, by_drop),
                 _ => usage(),
             }
         }
@@ -51,14 +59,14 @@ fn main() {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: lockbench bench URL SECS | contend URL NAME N | hold URL NAME | locked-sleep KEY SECS"
+        "usage: lockbench bench URL SECS [blocking|async] [release|drop] | contend URL NAME N | hold URL NAME | locked-sleep KEY SECS"
     );
     std::process::exit(2)
 }
 
 /// Blocking API: acquire+release as fast as one connection allows, with the library's
 /// defaults for a lock with a TTL (holder hash and fence written, watchdog registered).
-fn bench_blocking(url: &str, secs: f64) {
+fn bench_blocking(url: &str, secs: f64, by_drop: bool) {
     let client = locks::blocking::Client::open(url).expect("url");
     let lock = client
         .lock("lockbench")
@@ -73,7 +81,11 @@ fn bench_blocking(url: &str, secs: f64) {
     while Instant::now() < until {
         for _ in 0..100 {
             let g = lock.acquire().expect("uncontended acquire");
-            g.release().expect("release");
+            if by_drop {
+                drop(g);
+            } else {
+                g.release().expect("release");
+            }
         }
         cycles += 100;
     }
@@ -130,7 +142,7 @@ fn report(cycles: u64, el: f64) {
 }
 
 /// The same through the async API on a current-thread runtime.
-fn bench(url: &str, secs: f64) {
+fn bench(url: &str, secs: f64, by_drop: bool) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -156,10 +168,17 @@ fn bench(url: &str, secs: f64) {
         while Instant::now() < until {
             for _ in 0..100 {
                 let g = lock.acquire().await.expect("uncontended acquire");
-                g.release().await.expect("release");
+                if by_drop {
+                    drop(g);
+                } else {
+                    g.release().await.expect("release");
+                }
             }
             cycles += 100;
         }
+        // A dropped guard's release is queued on the connection whose driver is a task of
+        // this runtime: one more command makes sure the last one is done before it ends.
+        lock.locked().await.expect("locked");
         report(cycles, start.elapsed().as_secs_f64());
     });
 }

@@ -5,7 +5,9 @@
 //! synchronous connection (one write and one read, as redis-py does). Waiting for a busy
 //! lock, extend and reacquire run the async API on the library's private runtime, which
 //! is also where the watchdog keeps renewing while the caller's thread is busy. Dropping a
-//! [`LockGuard`] releases the lock before `drop` returns, including during a panic.
+//! [`LockGuard`], including during a panic, sends the release before `drop` returns; its
+//! reply is read with the next command's (one round trip for both), while
+//! [`LockGuard::release`] waits for it and returns redis-py's not-owned error.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -186,7 +188,8 @@ fn release_direct(client: &crate::Client, name: &str, token: &[u8]) -> Result<()
     owned_result(name, code)
 }
 
-/// A held lock (blocking API). Dropping it releases the lock before `drop` returns.
+/// A held lock (blocking API). Dropping it sends the release before `drop` returns
+/// without waiting for the reply; [`release`](LockGuard::release) waits and reports.
 #[derive(Debug)]
 pub struct LockGuard {
     inner: Option<crate::LockGuard>,
@@ -266,11 +269,19 @@ fn finish(mut g: crate::LockGuard) -> Result<(), LockError> {
 }
 
 impl Drop for LockGuard {
+    /// Sends the release without waiting for its reply: the reply is read together with
+    /// the next command's on the same connection (see `crate::direct`), so the next
+    /// acquire by this client finds the lock free, and other processes do as soon as
+    /// Redis has read it. If it cannot even be written, the inner guard's drop sends it
+    /// from the library's runtime.
     fn drop(&mut self) {
-        if let Some(g) = self.inner.take() {
-            let name = g.name().to_string();
-            if let Err(e) = finish(g) {
-                tracing::warn!(lock = %name, error = %e, "release on drop failed");
+        if let Some(mut g) = self.inner.take() {
+            g.stop_watchdog();
+            match g.client().send_release(g.name(), g.token()) {
+                Ok(()) => g.released = true,
+                Err(e) => {
+                    tracing::warn!(lock = %g.name(), error = %e, "release on drop: not sent; retrying from the runtime")
+                }
             }
         }
     }

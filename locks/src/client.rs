@@ -12,6 +12,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::runtime::Handle;
 use tokio::sync::OnceCell;
 
+use crate::direct::{DirectConn, Unread};
 use crate::error::LockError;
 use crate::lock::Lock;
 use crate::multi::MultiLock;
@@ -35,7 +36,7 @@ pub(crate) struct Inner {
     conn: OnceCell<ConnectionManager>,
     /// A plain synchronous connection for the blocking API's fast path (created on first
     /// use): one socket write and read per operation, no hop to a runtime thread.
-    pub(crate) direct: std::sync::Mutex<Option<redis::Connection>>,
+    pub(crate) direct: std::sync::Mutex<Option<DirectConn>>,
     /// Renews the TTL of every lock this client holds.
     pub(crate) watchdog: crate::watchdog::Watchdog,
     /// When true, the connection's driver and all background work live on the library's
@@ -170,11 +171,12 @@ impl Client {
     }
 
     /// Run `f` on the direct synchronous connection, connecting first if needed; a
-    /// connection that failed is dropped so the next call reconnects.
+    /// connection that failed is dropped so the next call reconnects, and the releases it
+    /// had not confirmed are sent again from the runtime.
     pub(crate) fn with_direct<T>(
         &self,
         name: &str,
-        f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
+        f: impl FnOnce(&mut DirectConn) -> redis::RedisResult<T>,
     ) -> Result<T, LockError> {
         let mut slot = self
             .inner
@@ -187,18 +189,31 @@ impl Client {
                 .redis
                 .get_connection_with_timeout(Duration::from_secs(2))
                 .map_err(|e| LockError::redis(name, e))?;
-            conn.set_read_timeout(Some(Duration::from_secs(5)))
-                .and_then(|()| conn.set_write_timeout(Some(Duration::from_secs(5))))
+            let conn = DirectConn::new(conn);
+            conn.set_timeouts(Duration::from_secs(5))
                 .map_err(|e| LockError::redis(name, e))?;
             *slot = Some(conn);
         }
         let conn = slot.as_mut().expect("connected above");
-        f(conn).map_err(|e| {
+        let result = f(conn);
+        let mut resend = conn.take_resend();
+        let result = result.map_err(|e| {
             if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() {
-                *slot = None;
+                resend.extend(slot.take().expect("connected").into_unconfirmed());
             }
             LockError::redis(name, e)
-        })
+        });
+        drop(slot);
+        for Unread { name, token } in resend {
+            crate::lock::release_in_background(self.clone(), name, token);
+        }
+        result
+    }
+
+    /// Send the release of `name` held with `token` on the direct connection without
+    /// waiting for its reply (see [`crate::direct`]).
+    pub(crate) fn send_release(&self, name: &str, token: &[u8]) -> Result<(), LockError> {
+        self.with_direct(name, |c| c.send_release(name, token))
     }
 
     /// Where background work for this client runs.

@@ -30,6 +30,7 @@
 //! | `holder` | [`Holder`], [`HolderInfo`], [`Liveness`], uuid1 token decoding |
 //! | [`admin`] | list / show / break locks (behind `celeriac locks`) |
 //! | [`blocking`] | the same API for synchronous code, no runtime needed |
+//! | `direct` | the blocking API's connection; a dropped guard's release shares the next command's round trip |
 //! | `error` | [`LockError`], [`NotRun`] |
 //! | [`demo`] | the body of the `shared_tasks.locked_sleep` test task |
 //!
@@ -140,6 +141,7 @@ pub mod admin;
 pub mod blocking;
 mod client;
 pub mod demo;
+mod direct;
 mod error;
 mod holder;
 pub mod keys;

@@ -430,6 +430,20 @@ pub(crate) fn release_invocation(name: &str, token: &[u8]) -> redis::ScriptInvoc
     inv
 }
 
+/// The same compare-and-delete as one `EVAL` with the script's text, for releases whose
+/// reply is not waited for: an `EVALSHA` answered `NOSCRIPT` (a fresh server, `SCRIPT
+/// FLUSH`) would be retried only after whatever this client sent next, out of order.
+pub(crate) fn release_eval_cmd(name: &str, token: &[u8]) -> redis::Cmd {
+    let mut cmd = redis::cmd("EVAL");
+    cmd.arg(scripts::RELEASE_LUA)
+        .arg(2)
+        .arg(keys::lock_key(name))
+        .arg(keys::holder_key(name))
+        .arg(token)
+        .arg(keys::released_channel(name));
+    cmd
+}
+
 /// Compare-and-delete `name` if it holds `token`.
 pub(crate) async fn release_raw(
     client: &Client,
@@ -564,8 +578,14 @@ impl Drop for FairQueueExit {
     }
 }
 
-/// A held lock. Released by [`release`](LockGuard::release), or — best effort, in the
-/// background — when dropped (so a panic or a cancelled future still frees it).
+/// A held lock. Released by [`release`](LockGuard::release), which waits for the answer
+/// and reports a lock that was no longer ours, or when dropped (so a panic or a cancelled
+/// future still frees it). A drop queues the release on the client's connection before it
+/// returns, so the client's next command (acquiring the lock again, say) comes after it;
+/// the answer is awaited in the background and a failure logged. The connection is driven
+/// by a task of the runtime the client first connected from: if that runtime shuts down
+/// right after the drop, the release may not be sent and the lock lasts until its TTL, so
+/// end a program with `release().await` (the blocking API's drop has no such gap).
 pub struct LockGuard {
     client: Client,
     name: String,
@@ -762,12 +782,45 @@ impl Drop for LockGuard {
         if self.released {
             return;
         }
-        let (client, name, token) = (self.client.clone(), self.name.clone(), self.token.clone());
-        let release = async move {
-            if let Err(e) = release_raw(&client, &name, &token).await {
-                tracing::warn!(lock = %name, error = %e, "release on drop failed");
-            }
+        release_in_background(
+            self.client.clone(),
+            std::mem::take(&mut self.name),
+            std::mem::take(&mut self.token),
+        );
+    }
+}
+
+/// Release `name` held with `token` without waiting for the answer (a dropped guard has
+/// nobody to return it to; a failure is logged).
+///
+/// The release is queued on the shared connection before this returns, by polling it once
+/// here, and only its reply is awaited in the background. Redis runs one connection's
+/// commands in order, so whatever this client sends next — acquiring the same lock again,
+/// say — comes after the release; spawned without that first poll, the task could run
+/// after the caller's next command and make it find its own lock still held.
+pub(crate) fn release_in_background(client: Client, name: String, token: Vec<u8>) {
+    use std::future::Future;
+    use std::task::{Context, Waker};
+    let handle = client.spawn_handle();
+    let mut release = Box::pin(async move {
+        let result = async {
+            let mut conn = client.conn().await?;
+            let code: i64 = release_eval_cmd(&name, &token)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| LockError::redis(&name, e))?;
+            owned_result(&name, code)
         };
-        self.client.spawn_handle().spawn(release);
+        if let Err(e) = result.await {
+            tracing::warn!(lock = %name, error = %e, "release on drop failed");
+        }
+    });
+    // The response timeout inside needs a runtime context, whichever thread drops.
+    let _entered = handle.enter();
+    let first = release
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()));
+    if first.is_pending() {
+        handle.spawn(release);
     }
 }

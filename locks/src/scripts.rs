@@ -112,9 +112,11 @@ return 1
 /// (-1), which redis-py folds into one `LockNotOwnedError`.
 ///
 /// KEYS: lock, holder hash. ARGV: token, released channel.
-pub static RELEASE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
+pub static RELEASE: LazyLock<Script> = LazyLock::new(|| Script::new(RELEASE_LUA));
+
+/// The text of [`RELEASE`], sent as `EVAL` by releases whose reply is not waited for
+/// (`crate::lock::release_eval_cmd`).
+pub const RELEASE_LUA: &str = r#"
 local cur = redis.call('GET', KEYS[1])
 if cur == ARGV[1] then
   redis.call('DEL', KEYS[1])
@@ -124,9 +126,7 @@ if cur == ARGV[1] then
 end
 if cur then return -1 end
 return 0
-"#,
-    )
-});
+"#;
 
 /// Extend (redis-py `LUA_EXTEND_SCRIPT`): if owned and the key has a TTL, set the TTL to
 /// `ms` plus the remaining PTTL (additive, `ARGV[3] == "0"`) or to `ms` (replace, `"1"`),

@@ -253,6 +253,127 @@ async fn release_after_expiry_reports_not_owned_and_spares_the_new_holder() {
     new.release().await.unwrap();
 }
 
+// ---------------------------------------------------------------------------------------
+// Release on drop: sent before `drop` returns, confirmed with the next command
+
+#[test]
+fn a_dropped_blocking_guard_frees_the_lock_for_the_next_acquire_and_for_other_clients() {
+    let server = RedisServer::start();
+    let c = locks::blocking::Client::open(&server.url(0)).unwrap();
+    let lock = c.lock("d").timeout(Duration::from_secs(30));
+    // Non-blocking attempts: each one must find the previous guard's release already done.
+    let mut fences = Vec::new();
+    for _ in 0..300 {
+        let g = lock.try_acquire().expect("free again right after the drop");
+        fences.push(g.fence());
+        drop(g);
+    }
+    assert!(fences.windows(2).all(|w| w[0] < w[1]), "{fences:?}");
+    // No further command from this client: the release was written before `drop` returned,
+    // so another client sees the lock free (and redis-py can take it) without our help.
+    let g = lock.try_acquire().unwrap();
+    drop(g);
+    wait_until(
+        Duration::from_secs(2),
+        "the dropped guard's key to go",
+        || (!server.client(0).exists::<_, bool>("d").unwrap()).then_some(()),
+    );
+    assert_eq!(
+        py(
+            &server,
+            "l = r.lock('d')\nprint(l.acquire(blocking=False))\nl.release()"
+        ),
+        "True"
+    );
+    // The unread replies were read: the connection still answers in step.
+    assert!(!lock.locked().unwrap());
+    assert!(lock.holder().unwrap().is_none());
+}
+
+#[tokio::test]
+async fn a_dropped_async_guard_frees_the_lock_for_this_clients_next_acquire() {
+    // Single-threaded runtime: a release left to a spawned task would run only after the
+    // next acquire had been sent, and that acquire would find the lock still held.
+    let server = RedisServer::start();
+    let c = client(&server);
+    let lock = c.lock("da").timeout(Duration::from_secs(30));
+    for i in 0..300 {
+        let g = lock
+            .try_acquire()
+            .await
+            .unwrap_or_else(|e| panic!("attempt {i}: {e}"));
+        drop(g);
+    }
+    let g = lock.try_acquire().await.unwrap();
+    drop(g);
+    assert!(!lock.locked().await.unwrap());
+}
+
+#[test]
+fn a_dropped_guard_whose_lock_expired_leaves_the_new_holders_lock_alone() {
+    let server = RedisServer::start();
+    let c = locks::blocking::Client::open(&server.url(0)).unwrap();
+    let lock = c
+        .lock("dx")
+        .timeout(Duration::from_millis(200))
+        .watchdog(false);
+    let old = lock.try_acquire().unwrap();
+    wait_until(Duration::from_secs(5), "the TTL to run out", || {
+        (!server.client(0).exists::<_, bool>("dx").unwrap()).then_some(())
+    });
+    let mut raw = server.client(0);
+    let _: () = raw.set("dx", "python-token").unwrap();
+    drop(old); // compare-and-delete finds another token: deletes nothing
+    assert!(lock.locked().unwrap()); // the next command reads the release's reply
+    let v: Option<String> = raw.get("dx").unwrap();
+    assert_eq!(v.as_deref(), Some("python-token"));
+}
+
+#[test]
+fn a_dropped_guards_release_lost_with_its_connection_is_sent_again() {
+    let server = RedisServer::start();
+    let c = locks::blocking::Client::open(&server.url(0)).unwrap();
+    let lock = c.lock("dk"); // no TTL: a lost release would leave it held for ever
+    let g = lock.try_acquire().unwrap();
+    let mut raw = server.client(0);
+    // Hold every write on the server, so the release arrives but does not run ...
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(10000)
+        .arg("WRITE")
+        .query(&mut raw)
+        .unwrap();
+    drop(g);
+    let id = wait_until(Duration::from_secs(5), "the release to reach Redis", || {
+        let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut raw).unwrap();
+        list.lines()
+            .find(|l| l.contains(" cmd=eval "))
+            .and_then(|l| l.strip_prefix("id="))
+            .and_then(|l| l.split(' ').next())
+            .map(str::to_string)
+    });
+    // ... then cut that connection: the release is gone with it.
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("ID")
+        .arg(&id)
+        .query(&mut raw)
+        .unwrap();
+    assert_eq!(killed, 1);
+    let _: () = redis::cmd("CLIENT").arg("UNPAUSE").query(&mut raw).unwrap();
+    assert!(raw.exists::<_, bool>("dk").unwrap(), "the first send ran");
+    // The client's next command finds the connection broken, and the release it had not
+    // confirmed is sent again.
+    let _ = lock.locked();
+    wait_until(
+        Duration::from_secs(5),
+        "the release to be sent again",
+        || (!raw.exists::<_, bool>("dk").unwrap()).then_some(()),
+    );
+    let g = lock.try_acquire().expect("the client reconnects");
+    g.release().unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn extend_adds_or_replaces_ttl_and_refuses_a_lock_without_ttl() {
     let server = RedisServer::start();
