@@ -3,7 +3,7 @@ alternately, on one private redis-server, and reports medians and celeriac/Celer
 
 Run by scripts/bench.sh with the venv interpreter (it needs celery and redis-py):
 
-    driver.py --port PORT --celeriac BIN --out DIR [--quick] [--runs N] [S1 S2 ...]
+    driver.py --port PORT --celeriac BIN --out DIR [--quick] [--runs N] [--profile] [S1 S2 ...]
 
 Every message a producer pushes is a real Celery 5.7 message: one is produced by
 `app.send_task` and captured off the queue, and copies of it get fresh task ids and
@@ -251,7 +251,38 @@ class Worker:
         logf.close()
         self.ctx.registry.add(self.proc.pid)
         self.ctx.active.append(self)
+        self.perf = None
+        if self.impl == "celeriac" and self.ctx.profile:
+            self.start_profile()
         return self
+
+    def start_profile(self):
+        """`--profile`: sample the celeriac worker's CPU (every thread, user and kernel) with
+        perf at 999 Hz until it exits; `finish_profile` writes the flat report."""
+        d = os.path.join(self.ctx.out, "profile")
+        os.makedirs(d, exist_ok=True)
+        self.perf_data = os.path.join(d, self.name.split("@")[0] + ".data")
+        self.perf = subprocess.Popen(
+            ["perf", "record", "-q", "-e", "cpu-clock", "-F", "999", "-p", str(self.proc.pid),
+             "-o", self.perf_data], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, start_new_session=True)
+        self.ctx.registry.add(self.perf.pid)
+
+    def finish_profile(self):
+        """perf stops by itself when the worker exits; then keep the symbols that took at
+        least 0.5% of the samples, by self time, as text next to the data."""
+        try:
+            self.perf.wait(30)
+        except subprocess.TimeoutExpired:
+            os.kill(self.perf.pid, signal.SIGINT)
+            self.perf.wait(30)
+        self.ctx.registry.remove(self.perf.pid)
+        report = self.perf_data[:-len(".data")] + ".txt"
+        with open(report, "w") as f:
+            subprocess.run(["perf", "report", "-i", self.perf_data, "--stdio", "--no-children",
+                            "--sort", "dso,symbol", "--percent-limit", "0.5"],
+                           stdout=f, stderr=subprocess.DEVNULL, timeout=300)
+        log(f"  profile of {self.name}: {os.path.relpath(report, ROOT)}")
 
     def sample(self) -> tuple[int, int]:
         pids = tree(self.proc.pid)
@@ -311,6 +342,9 @@ class Worker:
         self.ctx.registry.remove(self.proc.pid)
         if self in self.ctx.active:
             self.ctx.active.remove(self)
+        if self.perf is not None:
+            self.finish_profile()
+            self.perf = None
 
     def log_tail(self, n=15) -> str:
         try:
@@ -423,6 +457,7 @@ class Ctx:
         self.out = args.out
         self.quick = args.quick
         self.runs = args.runs
+        self.profile = args.profile
         self.r = redis.Redis(host="127.0.0.1", port=args.port, db=0)
         self.registry = Registry(args.pids or os.path.join(args.out, "pids"))
         self.active: list[Worker] = []
@@ -760,23 +795,11 @@ def run_locks(ctx: Ctx) -> dict:
                 "stderr": err[-2000:]}
     found = None
     for line in out.splitlines():
-        line = line.strip()
-        if line.startswith("{"):
+        if line.startswith("JSON "):
             try:
-                found = json.loads(line)
+                found = json.loads(line[len("JSON "):])
             except ValueError:
                 pass
-    if found is None:
-        # Its text summary: "median cycles/s   celeriac N   redis-py N   two-round-trip limit N"
-        import re
-
-        m = re.search(r"median cycles/s\s+celeriac ([\d,.]+)\s+redis-py ([\d,.]+)"
-                      r"(?:\s+two-round-trip limit ([\d,.]+))?", out)
-        if m:
-            num = lambda s: float(s.replace(",", "")) if s else None  # noqa: E731
-            found = {"celeriac_cycles_per_s": num(m.group(1)),
-                     "redis_py_cycles_per_s": num(m.group(2)),
-                     "two_rtt_limit_cycles_per_s": num(m.group(3))}
     if found is None:
         return {"skipped": "scripts/bench-locks.sh printed no figures", "stdout": out[-2000:]}
     return {"json": found, "stdout": out[-3000:]}
@@ -907,13 +930,18 @@ def table(results: dict) -> str:
         j = s6.get("json") or {}
         if "skipped" in s6:
             lines.append(f"S6 locks: skipped - {s6['skipped']}")
-        elif j.get("celeriac_cycles_per_s") and j.get("redis_py_cycles_per_s"):
-            a, b = j["celeriac_cycles_per_s"], j["redis_py_cycles_per_s"]
-            lim = j.get("two_rtt_limit_cycles_per_s")
+        elif j.get("celeriac_drop") and j.get("redis_py"):
+            b, lim = j["redis_py"], j["two_rtt_limit"]
             lines.append("S6 locks, uncontended acquire+release cycles/s (scripts/bench-locks.sh, "
                          "its own medians):")
-            lines.append(f"  celeriac {fmt(a)}   redis-py {fmt(b)}   ratio c/r {fmt_ratio(a / b)}"
-                         + (f"   two-round-trip limit {fmt(lim)}" if lim else ""))
+            for label, a in (("guard dropped", j["celeriac_drop"]),
+                             ("release() awaited", j["celeriac_release"])):
+                lines.append(f"  celeriac, {label}: {fmt(a)}   redis-py {fmt(b)}   ratio c/r "
+                             f"{fmt_ratio(a / b)}   {100 * a / lim:.0f}% of the two-round-trip "
+                             f"limit {fmt(lim)}")
+            lines.append(f"  contended handoff p50/p99: celeriac {j['handoff_celeriac_p50_ms']:.2f}"
+                         f" / {j['handoff_celeriac_p99_ms']:.2f} ms   redis-py "
+                         f"{j['handoff_redis_py_p50_ms']:.1f} / {j['handoff_redis_py_p99_ms']:.1f} ms")
         else:
             lines.append("S6 locks (scripts/bench-locks.sh): " + json.dumps(j))
     lines.append("")
@@ -948,9 +976,12 @@ def svg(results: dict) -> str:
             bars.append((f"{name} launch to first result", (a.get("startup_s") or 0) * 1000,
                          (b.get("startup_s") or 0) * 1000, False, " ms"))
     s6 = (results["scenarios"].get("S6") or {}).get("json") or {}
-    if s6.get("celeriac_cycles_per_s") and s6.get("redis_py_cycles_per_s"):
-        bars.append(("S6 lock cycles/s vs redis-py", s6["celeriac_cycles_per_s"],
-                     s6["redis_py_cycles_per_s"], True, "/s"))
+    if s6.get("celeriac_drop") and s6.get("redis_py"):
+        bars.append(("S6 lock cycles/s (drop)", s6["celeriac_drop"], s6["redis_py"], True, "/s"))
+        bars.append(("S6 lock cycles/s (release())", s6["celeriac_release"], s6["redis_py"],
+                     True, "/s"))
+        bars.append(("S6 lock handoff p50", s6["handoff_celeriac_p50_ms"],
+                     s6["handoff_redis_py_p50_ms"], False, " ms"))
     bars = [x for x in bars if x[1] and x[2]]
     import math
 
@@ -1101,6 +1132,8 @@ def main():
     p.add_argument("--quick", action="store_true", help="smaller N for a fast check")
     p.add_argument("--runs", type=int, default=3, help="runs per scenario and worker (median)")
     p.add_argument("--pids", help="file listing the process groups started (for a trap)")
+    p.add_argument("--profile", action="store_true",
+                   help="sample every celeriac worker with perf; flat reports under OUT/profile")
     p.add_argument("--n", action="append", default=[], metavar="S=N",
                    help="task count for a scenario, e.g. --n S2=10000 (repeatable)")
     p.add_argument("scenarios", nargs="*", help=f"subset of {' '.join(ALL)} (default: all)")

@@ -1,16 +1,25 @@
 #!/usr/bin/env bash
 # S6 benchmark: uncontended acquire+release cycles per second of one lock on one
-# connection, celeriac (`locks`, release build; blocking API like redis-py's, and the async
-# API for reference) vs redis-py (in .venv), in one run, next to
-# the two-round-trip limit measured with redis-benchmark on the same server:
+# connection, celeriac (`locks`, release build, blocking API like redis-py's; the async API
+# for reference) vs redis-py (in .venv), in one run, next to the two-round-trip limit
+# measured with redis-benchmark on the same server:
 #   limit = 1 / (1/rps(SET k v PX 30000 NX) + 1/rps(EVAL compare-and-delete))   at -c 1
-# i.e. the best any client can do with one acquire and one release per cycle, and the same
-# two commands sent by a bare synchronous redis-rs connection (`lockbench floor`), which on
-# a loaded VM can beat redis-benchmark's own per-request rate at -c 1.
+# i.e. the best any client can do when it waits for the acquire's answer and then for the
+# release's, and the same two commands sent by a bare synchronous redis-rs connection
+# (`lockbench floor`), which on a loaded VM can beat redis-benchmark's own rate at -c 1.
+#
+# celeriac is measured two ways:
+#   drop     the guard goes out of scope (`{ let _g = lock.acquire()?; ... }`): the release
+#            is written at once and its reply read with the next command's, so a cycle is
+#            one round trip; Redis runs the release before that next command
+#   release  `guard.release()?`, which waits for the reply (and returns redis-py's
+#            not-owned error): two round trips, bounded by the limit above
+# redis-py is measured as `lock.acquire(); lock.release()`, which is what `with lock:` does.
 #
 # Rounds alternate between the measurements so background load hits them alike; medians
 # are reported, and also the median of the per-round ratios, which is steadier when the
-# machine's load drifts during the run (a shared 2-vCPU VM varies by 2x over minutes). Starts its own redis-server on a free loopback port, stops it.
+# machine's load drifts during the run (a shared 2-vCPU VM varies by 2x over minutes).
+# Starts its own redis-server on a free loopback port, stops it.
 #
 # usage: scripts/bench-locks.sh [ROUNDS=9] [SECONDS_PER_ROUND=2]
 set -euo pipefail
@@ -40,33 +49,61 @@ rb_rps() { # redis-benchmark at one connection; prints requests/s
     | python3 -c 'import csv, sys; print(list(csv.reader(sys.stdin))[-1][1])'
 }
 
-rust=() rust_async=() py=() limit=() floor=()
+n_set=$(python3 -c "print(int(15000 * $SECS))") n_rel=$(python3 -c "print(int(15000 * $SECS))")
+drop_=() rel=() adrop=() arel=() py=() limit=() floor=()
+per_sec() { sed 's/.*"per_sec": *\([0-9.]*\).*/\1/'; }
 for i in $(seq 1 "$ROUNDS"); do
-  r=$("$BENCH" bench "$url" "$SECS" blocking | sed 's/.*"per_sec":\([0-9.]*\).*/\1/')
-  a=$("$BENCH" bench "$url" "$SECS" async | sed 's/.*"per_sec":\([0-9.]*\).*/\1/')
-  f=$("$BENCH" floor "$url" "$SECS" | sed 's/.*"per_sec":\([0-9.]*\).*/\1/')
-  p=$("$PY" tests/py/locks_bench.py "$url" "$SECS" | sed 's/.*"per_sec": \([0-9.]*\).*/\1/')
-  n=$(python3 -c "print(int(20000 * $SECS / 3))")
-  set_rps=$(rb_rps "$n" SET lockbench-rb tok PX 30000 NX)
-  rel_rps=$(rb_rps "$n" EVAL "$release_lua" 1 lockbench-rb tok)
+  d=$("$BENCH" bench "$url" "$SECS" blocking drop | per_sec)
+  r=$("$BENCH" bench "$url" "$SECS" blocking release | per_sec)
+  ad=$("$BENCH" bench "$url" "$SECS" async drop | per_sec)
+  ar=$("$BENCH" bench "$url" "$SECS" async release | per_sec)
+  f=$("$BENCH" floor "$url" "$SECS" | per_sec)
+  p=$("$PY" tests/py/locks_bench.py "$url" "$SECS" | per_sec)
+  # redis-benchmark takes a request count, not a duration: size each run from the previous
+  # round's rate so that it, too, lasts about SECONDS. (A short run measures only the first
+  # fraction of a second, which on this VM is up to 2x faster than what follows.)
+  set_rps=$(rb_rps "$n_set" SET lockbench-rb tok PX 30000 NX)
+  rel_rps=$(rb_rps "$n_rel" EVAL "$release_lua" 1 lockbench-rb tok)
+  n_set=$(python3 -c "print(max(2000, int($set_rps * $SECS)))")
+  n_rel=$(python3 -c "print(max(2000, int($rel_rps * $SECS)))")
   l=$(python3 -c "print(round(1 / (1 / $set_rps + 1 / $rel_rps), 1))")
-  printf 'round %d: celeriac %s/s (async %s/s)  redis-py %s/s  two-RTT limit %s/s (SET NX PX %s/s, release %s/s)  bare client %s/s\n' \
-    "$i" "$r" "$a" "$p" "$l" "$set_rps" "$rel_rps" "$f"
-  rust+=("$r") rust_async+=("$a") py+=("$p") limit+=("$l") floor+=("$f")
+  printf 'round %d: celeriac drop %s/s, release() %s/s (async %s, %s)  redis-py %s/s  two-RTT limit %s/s (SET NX PX %s/s, release %s/s)  bare client %s/s\n' \
+    "$i" "$d" "$r" "$ad" "$ar" "$p" "$l" "$set_rps" "$rel_rps" "$f"
+  drop_+=("$d") rel+=("$r") adrop+=("$ad") arel+=("$ar") py+=("$p") limit+=("$l") floor+=("$f")
 done
 
-python3 - "${rust[*]}" "${py[*]}" "${limit[*]}" "${rust_async[*]}" "${floor[*]}" <<'PYEOF'
-import statistics, sys
-rust, py, limit, asy, floor = ([float(x) for x in a.split()] for a in sys.argv[1:6])
-r, p, l = statistics.median(rust), statistics.median(py), statistics.median(limit)
+# Contended handoff: holder releases, a waiter in a blocking acquire (own connection) takes
+# over; celeriac waiters wake on the release's pub/sub message, redis-py's poll every 0.1 s.
+HANDOFFS=$(( ROUNDS * 10 > 30 ? ROUNDS * 10 : 30 ))
+h_rust=$("$BENCH" handoff "$url" "$HANDOFFS")
+h_py=$("$PY" tests/py/locks_bench.py handoff "$url" "$HANDOFFS")
+printf 'handoff: celeriac %s  redis-py %s\n' "$h_rust" "$h_py"
+
+python3 - "${drop_[*]}" "${rel[*]}" "${adrop[*]}" "${arel[*]}" "${py[*]}" "${limit[*]}" "${floor[*]}" "$h_rust" "$h_py" <<'PYEOF'
+import json, statistics as st, sys
+d, r, ad, ar, py, limit, floor = ([float(x) for x in a.split()] for a in sys.argv[1:8])
+h_rust, h_py = json.loads(sys.argv[8]), json.loads(sys.argv[9])
+m = st.median
+def per_round(a, b):
+    return m(x / y for x, y in zip(a, b))
 print()
-print(f"median cycles/s   celeriac {r:,.0f}   redis-py {p:,.0f}   two-round-trip limit {l:,.0f}")
-print(f"                  celeriac async API {statistics.median(asy):,.0f}   bare two-command client {statistics.median(floor):,.0f}")
-print(f"celeriac / redis-py       {r / p:.2f}x   (target >= 2x)")
-print(f"celeriac / limit          {100 * r / l:.0f}%   (target >= 80%)")
-print(f"redis-py / limit          {100 * p / l:.0f}%")
-vs_py = statistics.median(a / b for a, b in zip(rust, py))
-vs_limit = statistics.median(a / b for a, b in zip(rust, limit))
-vs_floor = statistics.median(a / b for a, b in zip(rust, floor))
-print(f"per-round ratio medians   celeriac/redis-py {vs_py:.2f}x   celeriac/limit {100 * vs_limit:.0f}%   celeriac/bare client {100 * vs_floor:.0f}%")
+print(f"median cycles/s   celeriac: guard dropped {m(d):,.0f}   release() {m(r):,.0f}"
+      f"   (async API: {m(ad):,.0f} / {m(ar):,.0f})")
+print(f"                  redis-py {m(py):,.0f}   two-round-trip limit {m(limit):,.0f}"
+      f"   bare two-command client {m(floor):,.0f}")
+print(f"celeriac / redis-py   dropped {m(d) / m(py):.2f}x   release() {m(r) / m(py):.2f}x   (target >= 2x)")
+print(f"celeriac / limit      dropped {100 * m(d) / m(limit):.0f}%   release() {100 * m(r) / m(limit):.0f}%   (target >= 80%)")
+print(f"redis-py / limit      {100 * m(py) / m(limit):.0f}%")
+print(f"per-round ratio medians   dropped/redis-py {per_round(d, py):.2f}x   release()/redis-py {per_round(r, py):.2f}x"
+      f"   release()/limit {100 * per_round(r, limit):.0f}%   release()/bare client {100 * per_round(r, floor):.0f}%")
+print(f"contended handoff (release to waiter holding), n={h_rust['n']}:   celeriac p50 {h_rust['p50_ms']:.2f} ms"
+      f" p99 {h_rust['p99_ms']:.2f} ms   redis-py p50 {h_py['p50_ms']:.1f} ms p99 {h_py['p99_ms']:.1f} ms"
+      f"   ({h_py['p50_ms'] / h_rust['p50_ms']:.0f}x at p50)")
+print("JSON " + json.dumps({
+    "handoff_celeriac_p50_ms": h_rust["p50_ms"], "handoff_celeriac_p99_ms": h_rust["p99_ms"],
+    "handoff_redis_py_p50_ms": h_py["p50_ms"], "handoff_redis_py_p99_ms": h_py["p99_ms"],
+    "celeriac_drop": m(d), "celeriac_release": m(r), "celeriac_async_drop": m(ad),
+    "celeriac_async_release": m(ar), "redis_py": m(py), "two_rtt_limit": m(limit),
+    "bare_client": m(floor), "rounds": len(d),
+}))
 PYEOF

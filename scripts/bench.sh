@@ -7,6 +7,10 @@
 #   scripts/bench.sh --quick          smaller N, 1 run each unless --runs (~3 min)
 #   scripts/bench.sh S2 S4            only these scenarios
 #   scripts/bench.sh --runs 5 --n S2=10000 S2
+#   scripts/bench.sh --profile --runs 1 S2 S3   also sample the celeriac workers with perf
+#                                     (installs linux-perf if missing); flat reports by self
+#                                     time in target/bench/profile/*.txt. The profiler costs
+#                                     a few percent: quote figures from runs without it.
 #
 # Scenarios (see bench/driver.py for how each figure is taken):
 #   S1 JWQL mode: -c1 --max-tasks-per-child=1 --prefetch-multiplier 1 --acks-late, 500 add
@@ -29,10 +33,12 @@ usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 driver_args=()
 runs=""
 quick=""
+profile=""
 while [ $# -gt 0 ]; do
   case "$1" in
     -h|--help) usage; exit 0 ;;
     --quick) quick=1; driver_args+=(--quick) ;;
+    --profile) profile=1; driver_args+=(--profile) ;;
     --runs) runs=${2:?--runs needs a number}; shift ;;
     --runs=*) runs=${1#*=} ;;
     --n) driver_args+=(--n "${2:?--n needs S=COUNT}"); shift ;;
@@ -83,6 +89,10 @@ trap 'exit 129' HUP
 
 ensure_redis_server
 ensure_venv
+if [ -n "$profile" ] && ! command -v perf >/dev/null; then
+  step "installing perf (--profile)"
+  apt_install linux-perf
+fi
 PY="$PWD/.venv/bin/python"
 
 step "building celeriac (release)"

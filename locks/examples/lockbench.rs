@@ -14,6 +14,12 @@
 //!                                      (SET NX PX, compare-and-delete EVALSHA) on a bare
 //!                                      synchronous redis-rs connection: a client-side two-
 //!                                      round-trip limit, for comparison with redis-benchmark's
+//! lockbench handoff URL N              contended handoff latency: one thread holds the lock
+//!                                      while another waits in a blocking acquire (its own
+//!                                      connection) for 20-120 ms; time from the holder's
+//!                                      release() call
+//!                                      to the waiter's acquire returning; prints one JSON
+//!                                      line {"n":..,"p50_ms":..,"p99_ms":..}
 //! lockbench contend URL NAME N         N acquisitions of NAME, each doing a non-atomic
 //!                                      read-modify-write of NAME:counter and counting overlaps
 //! lockbench hold URL NAME              take NAME (no TTL), print "held <token>", sleep for ever
@@ -39,6 +45,7 @@ fn main() {
                 _ => usage(),
             }
         }
+        "handoff" => handoff(a(1), a(2).parse().unwrap_or_else(|_| usage())),
         "floor" => floor(a(1), a(2).parse().unwrap_or_else(|_| usage())),
         "contend" => contend(a(1), a(2), a(3).parse().unwrap_or_else(|_| usage())),
         "hold" => hold(a(1), a(2)),
@@ -181,6 +188,54 @@ fn bench(url: &str, secs: f64, by_drop: bool) {
         lock.locked().await.expect("locked");
         report(cycles, start.elapsed().as_secs_f64());
     });
+}
+
+/// Handoff latency between two holders in one process, each with its own client (so its
+/// own connections), like two workers on one host.
+fn handoff(url: &str, n: usize) {
+    use std::sync::mpsc;
+    let name = "lockbench-handoff";
+    let opts = move |c: &locks::blocking::Client| {
+        c.lock(name)
+            .timeout(Duration::from_secs(30))
+            .blocking_timeout(Duration::from_secs(10))
+    };
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let (got_tx, got_rx) = mpsc::channel::<Instant>();
+    let waiter_client = locks::blocking::Client::open(url).expect("url");
+    let waiter = std::thread::spawn(move || {
+        let lock = opts(&waiter_client);
+        while go_rx.recv().is_ok() {
+            let g = lock.acquire().expect("handed over within 10 s");
+            got_tx.send(Instant::now()).expect("holder thread alive");
+            g.release().expect("release");
+        }
+    });
+    let client = locks::blocking::Client::open(url).expect("url");
+    let lock = opts(&client);
+    let mut lat = Vec::with_capacity(n);
+    for i in 0..n + 5 {
+        let g = lock.acquire().expect("acquire");
+        go_tx.send(()).expect("waiter thread alive");
+        // Let the waiter make its first attempt and start waiting; hold 20-120 ms, varied
+        // so a polling waiter (redis-py, 0.1 s) is caught at every phase of its cycle.
+        std::thread::sleep(Duration::from_millis(20 + (i as u64 * 37) % 100));
+        let released = Instant::now();
+        g.release().expect("release");
+        let got = got_rx.recv().expect("waiter thread alive");
+        if i >= 5 {
+            lat.push(got.duration_since(released).as_secs_f64() * 1000.0);
+        }
+    }
+    drop(go_tx);
+    waiter.join().expect("waiter thread");
+    lat.sort_by(f64::total_cmp);
+    let q = |p: f64| lat[((lat.len() - 1) as f64 * p).round() as usize];
+    println!(
+        "{{\"n\":{n},\"p50_ms\":{:.3},\"p99_ms\":{:.3}}}",
+        q(0.5),
+        q(0.99)
+    );
 }
 
 /// The contention worker: a deliberately non-atomic GET / SET increment under the lock,
