@@ -278,10 +278,23 @@ class Worker:
             self.perf.wait(30)
         self.ctx.registry.remove(self.perf.pid)
         report = self.perf_data[:-len(".data")] + ".txt"
+        out = subprocess.run(["perf", "report", "-i", self.perf_data, "--stdio", "--no-children",
+                              "-F", "overhead,dso,sym", "--percent-limit", "0.5"],
+                             capture_output=True, text=True, timeout=300).stdout
+        rows = [line.rstrip() for line in out.splitlines()
+                if line.strip() and not line.startswith("#")]
+        by_dso: dict[str, float] = {}
+        for row in rows:
+            parts = row.split()
+            if len(parts) >= 2 and parts[0].endswith("%"):
+                by_dso[parts[1]] = by_dso.get(parts[1], 0.0) + float(parts[0][:-1])
         with open(report, "w") as f:
-            subprocess.run(["perf", "report", "-i", self.perf_data, "--stdio", "--no-children",
-                            "--sort", "dso,symbol", "--percent-limit", "0.5"],
-                           stdout=f, stderr=subprocess.DEVNULL, timeout=300)
+            f.write(f"# {self.name}: perf cpu-clock samples at 999 Hz, self time per symbol, "
+                    f"symbols >= 0.5%\n# listed, by object: "
+                    + ", ".join(f"{k} {v:.1f}%" for k, v in sorted(by_dso.items(),
+                                                                    key=lambda kv: -kv[1]))
+                    + "\n# overhead  object  symbol\n")
+            f.writelines(row + "\n" for row in rows)
         log(f"  profile of {self.name}: {os.path.relpath(report, ROOT)}")
 
     def sample(self) -> tuple[int, int]:
