@@ -189,6 +189,8 @@ pub struct Inner {
     pub queues_changed: tokio::sync::Notify,
     /// Broker and backend are the same database: a late ack can ride with the result.
     same_database: bool,
+    /// The main runtime, where requests run (the consumer has a thread of its own).
+    main: tokio::runtime::Handle,
 }
 
 /// Run a worker until it is shut down.
@@ -236,6 +238,7 @@ pub async fn run(
         shutdown,
         ready_tx,
         jobs: AtomicU64::new(0),
+        main: tokio::runtime::Handle::current(),
     });
 
     // Start-up, in Celery's order: restore stale unacked, declare queues, online, pidbox.
@@ -270,7 +273,8 @@ pub async fn run(
     ];
     let dispatcher = tokio::spawn(dispatch_loop(inner.clone(), ready_rx));
 
-    consume_loop(inner.clone()).await;
+    let mut consumer = Consumer::start(inner.clone())?;
+    consumer.finished().await;
 
     // Stopping: no new task starts; warm waits for running ones, cold kills them.
     let exit = stop(&inner).await;
@@ -283,8 +287,63 @@ pub async fn run(
         .send("worker-offline", inner.events.worker_fields(freq));
     pidbox.stop().await;
     inner.events.flush(Duration::from_secs(2)).await;
+    drop(consumer);
     tracing::info!(?exit, "worker stopped");
     Ok(exit)
+}
+
+/// The consumer — waiting for work, claiming it, deciding what may run — on a thread of its
+/// own with a single-threaded runtime, together with the connections it claims and peeks
+/// on. An idle worker's path from "a message arrived" to "its request starts" is then a
+/// few hand-offs between tasks of one thread and a single hop to the main runtime, instead
+/// of bouncing between the main runtime's threads at every step (a cross-thread wake-up
+/// costs 40–60 µs on a small VM; the path had four). Requests, acks and results stay on
+/// the main runtime.
+///
+/// The thread's runtime lives until the worker has stopped (dropping this), not just until
+/// the loop ends: a connection the consumer re-established while serving a message may be
+/// driven from it, and the stopping worker still acks and stores through those.
+struct Consumer {
+    finished: Option<tokio::sync::oneshot::Receiver<()>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Consumer {
+    fn start(inner: Arc<Inner>) -> Result<Consumer, WorkerError> {
+        let (finished_tx, finished_rx) = tokio::sync::oneshot::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        std::thread::Builder::new()
+            .name("celeriac-consumer".into())
+            .spawn(move || {
+                rt.block_on(async move {
+                    consume_loop(inner).await;
+                    let _ = finished_tx.send(());
+                    let _ = stop_rx.await;
+                });
+            })?;
+        Ok(Consumer {
+            finished: Some(finished_rx),
+            stop: Some(stop_tx),
+        })
+    }
+
+    /// Resolves when the consume loop has returned (shutdown reached, or the thread died).
+    async fn finished(&mut self) {
+        if let Some(rx) = self.finished.take() {
+            let _ = rx.await;
+        }
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
 }
 
 async fn stop(inner: &Arc<Inner>) -> Exit {
@@ -332,6 +391,19 @@ async fn stop(inner: &Arc<Inner>) -> Exit {
 }
 
 async fn consume_loop(inner: Arc<Inner>) {
+    // Claims go over a connection of this thread's own (see `Consumer`).
+    let claimer = loop {
+        match Broker::connect(&inner.cfg.broker_url).await {
+            Ok(b) => break b,
+            Err(e) => {
+                tracing::warn!(error = %e, "consumer cannot connect; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    _ = inner.shutdown.reached(Phase::Warm) => return,
+                }
+            }
+        }
+    };
     let waiter_keys = |qs: &[String]| keys::consume_keys(qs);
     let mut queues = inner.queues.lock().expect("queues").clone();
     let mut waiter = IdleWaiter::start(inner.broker.url().clone(), waiter_keys(&queues));
@@ -368,8 +440,7 @@ async fn consume_loop(inner: Arc<Inner>) {
             }
             continue;
         }
-        match inner
-            .broker
+        match claimer
             .claim(
                 &queues,
                 limit,
@@ -499,7 +570,7 @@ async fn on_delivery(inner: &Arc<Inner>, d: Delivery) {
         None => make_ready(inner, id),
         Some(at) => {
             let inner = inner.clone();
-            tokio::spawn(async move {
+            inner.clone().main.spawn(async move {
                 let wait = (at - chrono::Utc::now()).to_std().unwrap_or_default();
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {
@@ -574,7 +645,7 @@ fn make_ready(inner: &Arc<Inner>, id: String) {
 
 fn start(inner: &Arc<Inner>, id: String, permit: tokio::sync::OwnedSemaphorePermit) {
     let inner = inner.clone();
-    tokio::spawn(async move {
+    inner.clone().main.spawn(async move {
         rate_limit_wait(&inner, &id).await;
         run_request(&inner, &id).await;
         drop(permit);
