@@ -3,7 +3,9 @@
 //! - [`WorkerConfig`] is the validated configuration the CLI builds.
 //! - The consumer loop claims messages (atomically recorded in `unacked`) only while the
 //!   worker holds fewer unacked messages than its prefetch, so a busy single-slot worker
-//!   takes nothing it cannot run and a second host picks the next task up at once.
+//!   takes nothing it cannot run and a second host picks the next task up at once. It runs
+//!   on a thread of its own (`Consumer`), so an idle worker's wake-up, claim and hand-off
+//!   do not bounce between the main runtime's threads.
 //! - Each message is decoded; anything undecodable goes to the dead-letter list with the
 //!   reason and the worker goes on. Unknown tasks get FAILURE `NotRegistered`, revoked and
 //!   expired ones REVOKED, ETA ones are held (not counted against prefetch, as in Celery).
