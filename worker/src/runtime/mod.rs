@@ -562,8 +562,8 @@ async fn on_delivery(inner: &Arc<Inner>, d: Delivery) {
         None => HeldPhase::Reserved,
     };
     inner.state.hold(Held {
-        msg,
-        delivery: d,
+        msg: Arc::new(msg),
+        delivery: Arc::new(d),
         phase,
         unacked: true,
         terminate: None,

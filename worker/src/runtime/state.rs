@@ -6,8 +6,8 @@ use celeriac::protocol::{TaskMessage, pyrepr};
 use celeriac::transport::Delivery;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, mpsc};
 
@@ -35,10 +35,10 @@ pub enum Phase {
 /// A held request (one message).
 #[derive(Debug)]
 pub struct Held {
-    /// The decoded message.
-    pub msg: TaskMessage,
-    /// The delivery (tag, raw bytes, unacked entry).
-    pub delivery: Delivery,
+    /// The decoded message (shared: the running request reads it without a deep copy).
+    pub msg: Arc<TaskMessage>,
+    /// The delivery (tag, raw bytes, unacked entry), shared likewise.
+    pub delivery: Arc<Delivery>,
     /// Phase.
     pub phase: Phase,
     /// Whether the message is still in `unacked` (needs lease refresh and requeue on shutdown).
