@@ -13,6 +13,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 fn main() -> ExitCode {
+    // glibc gives each thread that allocates an arena of its own (up to 8 per core), and each
+    // keeps the memory it freed; a worker's few threads allocate little, so two arenas hold
+    // its idle footprint down without making the threads wait on each other.
+    // SAFETY: a malloc tuning call before any thread exists.
+    unsafe { libc::mallopt(libc::M_ARENA_MAX, 2) };
     let cli = Cli::parse();
     if !matches!(cli.command, Command::Worker(_) | Command::Child(_)) {
         // A CLI command piped into `head` ends quietly, like any Unix tool, instead of

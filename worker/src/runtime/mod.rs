@@ -276,7 +276,12 @@ pub async fn run(
     let dispatcher = tokio::spawn(dispatch_loop(inner.clone(), ready_rx));
 
     let mut consumer = Consumer::start(inner.clone())?;
-    consumer.finished().await;
+    let consumer_died = !consumer.finished().await;
+    if consumer_died {
+        // Not a shutdown anyone asked for: stop as a warm shutdown would, then fail loudly.
+        tracing::error!("the consumer thread died; stopping the worker");
+        inner.shutdown.escalate(Phase::Warm);
+    }
 
     // Stopping: no new task starts; warm waits for running ones, cold kills them.
     let exit = stop(&inner).await;
@@ -291,6 +296,11 @@ pub async fn run(
     inner.events.flush(Duration::from_secs(2)).await;
     drop(consumer);
     tracing::info!(?exit, "worker stopped");
+    if consumer_died {
+        return Err(WorkerError::Io(std::io::Error::other(
+            "the consumer thread died (see the log above)",
+        )));
+    }
     Ok(exit)
 }
 
@@ -332,10 +342,12 @@ impl Consumer {
         })
     }
 
-    /// Resolves when the consume loop has returned (shutdown reached, or the thread died).
-    async fn finished(&mut self) {
-        if let Some(rx) = self.finished.take() {
-            let _ = rx.await;
+    /// Resolves when the consume loop has returned: `true` when it did so itself (shutdown
+    /// reached), `false` when its thread died (a panic).
+    async fn finished(&mut self) -> bool {
+        match self.finished.take() {
+            Some(rx) => rx.await.is_ok(),
+            None => true,
         }
     }
 }
