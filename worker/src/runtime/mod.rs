@@ -583,16 +583,16 @@ async fn on_delivery(inner: &Arc<Inner>, d: Delivery) {
     match scheduled {
         None => make_ready(inner, id),
         Some(at) => {
-            let inner = inner.clone();
-            inner.clone().main.spawn(async move {
+            let task = inner.clone();
+            inner.main.spawn(async move {
                 let wait = (at - chrono::Utc::now()).to_std().unwrap_or_default();
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {
-                        inner.state.set_phase(&id, HeldPhase::Reserved);
-                        make_ready(&inner, id);
+                        task.state.set_phase(&id, HeldPhase::Reserved);
+                        make_ready(&task, id);
                     }
                     // Warm shutdown gives scheduled messages back (see `stop`).
-                    _ = inner.shutdown.reached(Phase::Warm) => {}
+                    _ = task.shutdown.reached(Phase::Warm) => {}
                 }
             });
         }
@@ -658,10 +658,10 @@ fn make_ready(inner: &Arc<Inner>, id: String) {
 }
 
 fn start(inner: &Arc<Inner>, id: String, permit: tokio::sync::OwnedSemaphorePermit) {
-    let inner = inner.clone();
-    inner.clone().main.spawn(async move {
-        rate_limit_wait(&inner, &id).await;
-        run_request(&inner, &id).await;
+    let task = inner.clone();
+    inner.main.spawn(async move {
+        rate_limit_wait(&task, &id).await;
+        run_request(&task, &id).await;
         drop(permit);
     });
 }
