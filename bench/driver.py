@@ -190,28 +190,26 @@ def zombie(pid: int) -> bool:
         return True
 
 
-def rss_kib(pid: int) -> int:
+def proc_kib(pid: int, file: str, field: str) -> int:
+    """The kB figure of `field` in /proc/PID/FILE (0 once the process is gone)."""
     try:
-        with open(f"/proc/{pid}/status") as f:
+        with open(f"/proc/{pid}/{file}") as f:
             for line in f:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field):
                     return int(line.split()[1])
     except OSError:
         pass
     return 0
+
+
+def rss_kib(pid: int) -> int:
+    return proc_kib(pid, "status", "VmRSS:")
 
 
 def pss_kib(pid: int) -> int:
     """Proportional set size: shared pages (a forked child's copy-on-write pages, libraries)
     split between the processes sharing them, so a tree's sum counts them once."""
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as f:
-            for line in f:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
+    return proc_kib(pid, "smaps_rollup", "Pss:")
 
 
 class Worker:
