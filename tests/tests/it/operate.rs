@@ -152,6 +152,22 @@ fn json_of(o: &PyOutput, what: &str) -> Value {
 
 /// LPUSH a Celery v2 message for `task(args)` onto `queue` (celeriac's encoder, byte-identical
 /// to Python's); returns the task id.
+/// One prefork slot with late ack: the running task keeps the only prefetch slot, so
+/// whatever is submitted next stays queued while it runs.
+fn single_slot_late_ack_worker(url: &str) -> CeleriacWorker {
+    CeleriacWorker::start(
+        url,
+        &[
+            "-P",
+            "prefork",
+            "-c1",
+            "--prefetch-multiplier",
+            "1",
+            "--acks-late",
+        ],
+    )
+}
+
 fn submit(c: &mut redis::Connection, queue: &str, task: &str, args: Vec<Value>) -> String {
     let msg = TaskMessage::new(task, args, Default::default());
     let () = c
@@ -327,17 +343,7 @@ fn python_celery_inspect_shows_the_celeriac_node_its_tasks_and_settings() {
 fn python_celery_revoke_discards_a_queued_task_and_terminate_kills_a_running_one() {
     let redis = RedisServer::start();
     let url = redis.url(0);
-    let w = CeleriacWorker::start(
-        &url,
-        &[
-            "-P",
-            "prefork",
-            "-c1",
-            "--prefetch-multiplier",
-            "1",
-            "--acks-late",
-        ],
-    );
+    let w = single_slot_late_ack_worker(&url);
     let node = w.node.as_str();
     let mut c = redis.client(0);
     let running = submit(&mut c, "celery", "shared_tasks.sleep", vec![json!(30)]);
@@ -451,17 +457,7 @@ fn python_celery_purge_empties_the_queue_a_celeriac_worker_serves() {
     let url = redis.url(0);
     // Late ack: the running task holds the only prefetch slot, so the rest stays queued for
     // as long as it runs (it is terminated below, not waited for).
-    let w = CeleriacWorker::start(
-        &url,
-        &[
-            "-P",
-            "prefork",
-            "-c1",
-            "--prefetch-multiplier",
-            "1",
-            "--acks-late",
-        ],
-    );
+    let w = single_slot_late_ack_worker(&url);
     let node = w.node.as_str();
     let mut c = redis.client(0);
     let busy = submit(&mut c, "celery", "shared_tasks.sleep", vec![json!(60)]);

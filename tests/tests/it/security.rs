@@ -135,6 +135,22 @@ fn connect(url: &str) -> redis::Connection {
 }
 
 /// Run `celeriac <args>` against `url`, asserting success; returns stdout.
+/// `celeriac call shared_tasks.add` through `url` answers `a + b`.
+fn assert_cli_adds(url: &str, a: i64, b: i64) {
+    let args = format!("[{a}, {b}]");
+    let out = cli(url, &["call", "shared_tasks.add", "-a", &args, "--wait"]);
+    assert_eq!(out.trim(), (a + b).to_string());
+}
+
+/// The Rust client (the CLI) and a Python client both get results through `url`.
+fn assert_both_clients_add(url: &str) {
+    assert_cli_adds(url, 2, 3);
+    assert_eq!(
+        py(url, url, "print(add.delay(20, 22).get(timeout=30))", T).trim(),
+        "42"
+    );
+}
+
 fn cli(url: &str, args: &[&str]) -> String {
     let out = celeriac(args, &[("CELERY_BROKER_URL", url)], T);
     assert!(
@@ -313,18 +329,7 @@ fn celeriac_works_fully_against_the_production_redis_profile() {
     assert_eq!(pid.trim(), w.proc_.pid().to_string());
 
     // Rust and Python clients, both CLIs' remote control.
-    assert_eq!(
-        cli(
-            &url,
-            &["call", "shared_tasks.add", "-a", "[2, 3]", "--wait"]
-        )
-        .trim(),
-        "5"
-    );
-    assert_eq!(
-        py(&url, &url, "print(add.delay(20, 22).get(timeout=30))", T).trim(),
-        "42"
-    );
+    assert_both_clients_add(&url);
     let ping = cli(&url, &["inspect", "ping", "--json"]);
     assert!(ping.contains(&w.node), "{ping}");
     let out = celery_cli(&url, &["inspect", "ping"]);
@@ -391,14 +396,7 @@ fn passwords_never_appear_in_logs_inspect_conf_or_errors() {
     let redacted = format!("redis://:********@127.0.0.1:{}/0", p.server.port);
     let mut admin = p.admin();
     let mut w = CeleriacWorker::start(&url, &["-ldebug", "-E", "-c1", "--acks-late"]);
-    assert_eq!(
-        cli(
-            &url,
-            &["call", "shared_tasks.add", "-a", "[2, 3]", "--wait"]
-        )
-        .trim(),
-        "5"
-    );
+    assert_cli_adds(&url, 2, 3);
 
     // Cut every connection the worker has: it reconnects (and says so in its log).
     for ty in ["normal", "pubsub"] {
@@ -407,14 +405,7 @@ fn passwords_never_appear_in_logs_inspect_conf_or_errors() {
             .query(&mut admin)
             .unwrap();
     }
-    assert_eq!(
-        cli(
-            &url,
-            &["call", "shared_tasks.add", "-a", "[3, 4]", "--wait"]
-        )
-        .trim(),
-        "7"
-    );
+    assert_cli_adds(&url, 3, 4);
 
     let conf = cli(&url, &["inspect", "conf", "--json"]);
     assert!(!conf.contains(&secret), "celeriac inspect conf:\n{conf}");
@@ -481,18 +472,7 @@ fn the_documented_acl_user_is_all_a_worker_and_its_clients_need() {
     let jwql: Vec<&str> = JWQL_LINE.split_whitespace().skip(3).collect();
     let w = CeleriacWorker::start(&url, &jwql);
 
-    assert_eq!(
-        cli(
-            &url,
-            &["call", "shared_tasks.add", "-a", "[2, 3]", "--wait"]
-        )
-        .trim(),
-        "5"
-    );
-    assert_eq!(
-        py(&url, &url, "print(add.delay(20, 22).get(timeout=30))", T).trim(),
-        "42"
-    );
+    assert_both_clients_add(&url);
     let failed = cli(&url, &["call", "shared_tasks.fail", "-a", "[\"boom\"]"]);
     let out = celery_cli(&url, &["inspect", "ping"]);
     assert!(
@@ -698,18 +678,7 @@ fn tls_with_a_ca_file_serves_tasks_and_a_wrong_ca_is_refused() {
         ca.display()
     );
     let w = CeleriacWorker::start(&url, &["-c1", "--acks-late"]);
-    assert_eq!(
-        cli(
-            &url,
-            &["call", "shared_tasks.add", "-a", "[2, 3]", "--wait"]
-        )
-        .trim(),
-        "5"
-    );
-    assert_eq!(
-        py(&url, &url, "print(add.delay(20, 22).get(timeout=30))", T).trim(),
-        "42"
-    );
+    assert_both_clients_add(&url);
     assert!(cli(&url, &["inspect", "ping"]).contains(&w.node));
 
     // A CA that did not sign the server's certificate: refused, clearly, at once.
@@ -802,14 +771,7 @@ fn a_message_over_max_message_size_is_dead_lettered_and_the_worker_keeps_serving
     let listed = cli(&url, &["dead", "list"]);
     assert!(listed.contains("exceeds the maximum"), "{listed}");
 
-    assert_eq!(
-        cli(
-            &url,
-            &["call", "shared_tasks.add", "-a", "[2, 3]", "--wait"]
-        )
-        .trim(),
-        "5"
-    );
+    assert_cli_adds(&url, 2, 3);
     assert!(
         w.proc_.child.try_wait().unwrap().is_none(),
         "the worker is still running"
