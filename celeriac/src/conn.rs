@@ -11,6 +11,23 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Mutex;
 
+/// Whether a Redis error says "not reachable right now" (refused, dropped, timed out, still
+/// loading its data, no master known to the sentinels) rather than "refused for good" (a
+/// wrong password, an ACL denial, a bad URL). Only the former is worth waiting out, as
+/// kombu's `ensure_connection` retries only connection errors.
+pub fn is_transient(e: &redis::RedisError) -> bool {
+    use redis::{ErrorKind, ServerErrorKind};
+    e.is_io_error()
+        || e.is_timeout()
+        || e.is_connection_dropped()
+        || matches!(
+            e.kind(),
+            ErrorKind::Server(ServerErrorKind::BusyLoading)
+                | ErrorKind::MasterNameNotFoundBySentinel
+                | ErrorKind::NoValidReplicasFoundBySentinel
+        )
+}
+
 /// Timeouts of the command connection.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnOptions {

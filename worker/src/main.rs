@@ -55,11 +55,7 @@ fn main() -> ExitCode {
     // In-process pools run task bodies on runtime threads: one per slot, plus two for the
     // consumer, heartbeats, pidbox and I/O.
     let threads = match &cli.command {
-        Command::Worker(w) if in_process(w) => {
-            2 + w
-                .concurrency
-                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-        }
+        Command::Worker(w) if in_process(w) => 2 + concurrency(w),
         _ => 2,
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -86,6 +82,19 @@ fn main() -> ExitCode {
 /// as in Celery, is prefork: child processes.
 fn in_process(w: &WorkerArgs) -> bool {
     matches!(w.pool, Some(PoolKind::Solo | PoolKind::Threads))
+}
+
+/// Task slots: `-c N`; without `-c`, or with `-c 0`, the number of CPUs (Celery's
+/// `WorkController.setup_defaults`: a falsy concurrency means `cpu_count()`); `-P solo` has
+/// exactly one.
+fn concurrency(w: &WorkerArgs) -> usize {
+    if w.pool == Some(PoolKind::Solo) {
+        return 1;
+    }
+    match w.concurrency {
+        Some(n) if n > 0 => n,
+        _ => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    }
 }
 
 /// The tasks this binary serves: the compiled-in `shared_tasks` plus command tasks.
@@ -187,10 +196,10 @@ async fn worker(w: WorkerArgs, broker: &str, backend: &str) -> Result<u8> {
         Some(p) => Some(daemon::Pidfile::create(&expand_node_format(p, &node))?),
         None => None,
     };
-    let concurrency = w
-        .concurrency
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-        .max(1);
+    let concurrency = concurrency(&w);
+    if w.concurrency == Some(0) && w.pool != Some(PoolKind::Solo) {
+        tracing::info!(concurrency, "-c 0: one slot per CPU, as Celery");
+    }
     let pool = if in_process(&w) {
         if w.max_tasks_per_child > 0 {
             tracing::warn!("--max-tasks-per-child has no effect with an in-process pool");
@@ -200,11 +209,6 @@ async fn worker(w: WorkerArgs, broker: &str, backend: &str) -> Result<u8> {
         PoolMode::Children {
             max_tasks_per_child: w.max_tasks_per_child,
         }
-    };
-    let concurrency = if w.pool == Some(PoolKind::Solo) {
-        1
-    } else {
-        concurrency
     };
     let mut queues: Vec<String> = if w.queues.is_empty() {
         vec!["celery".into()]
@@ -249,6 +253,8 @@ async fn worker(w: WorkerArgs, broker: &str, backend: &str) -> Result<u8> {
         .transpose()?;
     cfg.skip_succeeded = !w.rerun_succeeded;
     cfg.command_tasks = w.config.clone();
+    cfg.connection_retry_on_startup = !w.no_connection_retry_on_startup;
+    cfg.connection_max_retries = (w.connection_max_retries > 0).then_some(w.connection_max_retries);
     let registry = tasks_registry(cfg.command_tasks.as_deref())?;
     let shutdown = runtime::shutdown::Shutdown::new();
     runtime::shutdown::wire_signals(shutdown.clone()).context("installing signal handlers")?;

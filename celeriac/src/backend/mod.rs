@@ -41,6 +41,13 @@ pub enum BackendError {
     },
 }
 
+impl BackendError {
+    /// Whether waiting and trying again may succeed (see [`crate::conn::is_transient`]).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, BackendError::Redis(e) if crate::conn::is_transient(e))
+    }
+}
+
 /// Lua: store a meta unless the stored one is already SUCCESS (Celery skips that write since
 /// 5.3, so a redelivered duplicate never replaces a result a client may have read), and
 /// publish the same bytes, atomically and in one round trip (Celery does GET, then

@@ -34,6 +34,13 @@ pub enum TransportError {
     Url(#[from] crate::url::UrlError),
 }
 
+impl TransportError {
+    /// Whether waiting and trying again may succeed (see [`crate::conn::is_transient`]).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, TransportError::Redis(e) if crate::conn::is_transient(e))
+    }
+}
+
 /// Result alias.
 pub type Result<T> = std::result::Result<T, TransportError>;
 
@@ -275,8 +282,25 @@ impl Broker {
     /// `visibility_timeout`; celeriac-held messages (in `celeriac.holders`) as soon as their
     /// lease (the score, renewed by a live holder) has passed.
     /// Returns the number restored, or `None` when another consumer holds the mutex.
+    ///
+    /// Cheap when nothing is due: one `ZRANGE ... LIMIT 0 1` and no mutex, so workers can
+    /// sweep every second and a dead holder's message comes back within a second of its
+    /// lease's end instead of a whole sweep interval later.
     pub async fn restore_visible(&self, visibility_timeout: Duration) -> Result<Option<usize>> {
         let mut conn = self.conn.clone();
+        let due: Vec<String> = redis::cmd("ZRANGE")
+            .arg(keys::UNACKED_INDEX)
+            .arg("-inf")
+            .arg(time::unix_now())
+            .arg("BYSCORE")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(1)
+            .query_async(&mut conn)
+            .await?;
+        if due.is_empty() {
+            return Ok(Some(0));
+        }
         let token = uuid::Uuid::new_v4().simple().to_string();
         let got: Option<String> = redis::cmd("SET")
             .arg(keys::UNACKED_MUTEX)
@@ -311,9 +335,18 @@ impl Broker {
             .arg("WITHSCORES")
             .query_async(conn)
             .await?;
+        if stale.is_empty() {
+            return Ok(0);
+        }
+        // One round trip for every candidate's holder (a Python worker's messages are
+        // candidates at every sweep until their visibility timeout passes).
+        let holders: Vec<Option<String>> = redis::cmd("HMGET")
+            .arg(keys::HOLDERS)
+            .arg(stale.iter().map(|(t, _)| t).collect::<Vec<_>>())
+            .query_async(conn)
+            .await?;
         let mut restored = 0;
-        for (tag, score) in stale {
-            let holder: Option<String> = conn.hget(keys::HOLDERS, &tag).await?;
+        for ((tag, score), holder) in stale.into_iter().zip(holders) {
             let horizon = if holder.is_some() {
                 now
             } else {

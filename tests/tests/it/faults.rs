@@ -159,6 +159,56 @@ fn a_killed_workers_running_task_reruns_elsewhere_within_the_lease() {
     });
 }
 
+/// The README promises a dead worker's task back "within the lease": measured from the end of
+/// the lease its dead holder last wrote (the `unacked_index` score), not from a wait long
+/// enough to hide the sweeper's interval. The second worker starts after the kill, as a
+/// restarted host would, and its sweeper must catch the lease's end within a second or so.
+#[test]
+fn a_dead_workers_task_is_restored_within_a_second_of_its_lease_end() {
+    let redis = RedisServer::start();
+    let url = redis.url(0);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("runs.log");
+    let mut c = redis.client(0);
+    let flags = [
+        "-c1",
+        "--max-tasks-per-child=1",
+        "--prefetch-multiplier",
+        "1",
+        "--acks-late",
+        "--lease",
+        "12",
+    ];
+    let mut a = CeleriacWorker::start(&url, &flags);
+    let ids = submit_append(&mut c, path.to_str().unwrap(), 1, 30.0);
+    wait_until(Duration::from_secs(5), "the task to start on A", || {
+        a.proc_.output().contains("received").then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    a.proc_.signal(libc::SIGKILL);
+    let _ = a.proc_.wait_exit(Duration::from_secs(5));
+    let tags: Vec<String> = c.hkeys("unacked").unwrap();
+    assert_eq!(tags.len(), 1, "the killed worker's message is in unacked");
+    let lease_end: f64 = c.zscore("unacked_index", &tags[0]).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let b = CeleriacWorker::start(&url, &flags);
+    wait_until(
+        Duration::from_secs(12 + 10),
+        "B to receive the dead worker's task",
+        || b.proc_.output().contains(&ids[0]).then_some(()),
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let late = now - lease_end;
+    eprintln!("restored {late:.2}s after the lease ended");
+    assert!(
+        late < 1.6,
+        "the task came back {late:.2}s after its lease ended (promise: within a second)"
+    );
+}
+
 #[test]
 fn a_python_sweeper_with_a_5s_visibility_timeout_never_duplicates_a_live_60s_task() {
     let redis = RedisServer::start();

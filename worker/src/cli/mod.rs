@@ -135,7 +135,8 @@ pub enum PoolKind {
 /// `celeriac worker` options (Celery's names).
 #[derive(Debug, Args)]
 pub struct WorkerArgs {
-    /// Number of task slots (child processes or threads). Default: number of CPUs.
+    /// Number of task slots (child processes or threads). Default, and `0`: the number of
+    /// CPUs, as in Celery. `-P solo` has one slot.
     #[arg(short = 'c', long = "concurrency")]
     pub concurrency: Option<usize>,
     /// Pool implementation. Default: prefork (child processes, long-lived unless
@@ -218,6 +219,14 @@ pub struct WorkerArgs {
     /// Largest message accepted, in bytes (bigger ones go to the dead-letter list).
     #[arg(long = "max-message-size", default_value_t = 64 * 1024 * 1024)]
     pub max_message_size: usize,
+    /// Fail at once when the broker or backend is unreachable at start-up, instead of
+    /// waiting for it as Celery does (`broker_connection_retry_on_startup = False`).
+    #[arg(long = "no-broker-connection-retry-on-startup")]
+    pub no_connection_retry_on_startup: bool,
+    /// Attempts to reach the broker/backend at start-up, 2 s to 30 s apart
+    /// (`broker_connection_max_retries`; 0 = retry forever).
+    #[arg(long = "broker-connection-max-retries", default_value_t = 100)]
+    pub connection_max_retries: u32,
     /// Heartbeat interval in seconds.
     #[arg(long = "heartbeat-interval", default_value_t = 2.0)]
     pub heartbeat_interval: f64,

@@ -64,6 +64,17 @@ pub enum ChildOutcome {
     },
 }
 
+/// One line a child writes back: the outcome, and whether the child exits after it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChildReport {
+    /// What the task did.
+    pub outcome: ChildOutcome,
+    /// The child exits after this report (it gave up on a task past its soft limit), so the
+    /// parent must not hand it another task.
+    #[serde(default)]
+    pub exiting: bool,
+}
+
 impl ChildOutcome {
     /// From a task body's result.
     pub fn from_result(r: Result<Value, TaskError>) -> Self {
@@ -125,10 +136,11 @@ pub fn child_main(registry: Registry, max_tasks: u64) -> i32 {
             Err(e) => {
                 write_outcome(
                     &proto,
-                    &ChildOutcome::Err {
+                    ChildOutcome::Err {
                         exc: ExceptionInfo::value_error(format!("bad child request: {e}")),
                         traceback: None,
                     },
+                    false,
                 );
                 continue;
             }
@@ -155,7 +167,10 @@ pub fn child_main(registry: Registry, max_tasks: u64) -> i32 {
                     let traceback = Some(format!(
                         "Traceback (most recent call last):\nbilliard.exceptions.SoftTimeLimitExceeded: SoftTimeLimitExceeded({soft})\n"
                     ));
-                    write_outcome(&proto, &ChildOutcome::Err { exc, traceback });
+                    // The task body is still running on the main thread and cannot be
+                    // unwound from here: report, and say this child is gone, so the worker
+                    // replaces it instead of handing it the next task.
+                    write_outcome(&proto, ChildOutcome::Err { exc, traceback }, true);
                     // SAFETY: terminate now; the parent reaps us and kills our process group.
                     unsafe { libc::_exit(0) };
                 }
@@ -175,7 +190,7 @@ pub fn child_main(registry: Registry, max_tasks: u64) -> i32 {
             // The timer already reported; it is exiting the process.
             std::thread::sleep(Duration::from_secs(5));
         }
-        write_outcome(&proto, &outcome);
+        write_outcome(&proto, outcome, false);
         served += 1;
         if max_tasks > 0 && served >= max_tasks {
             break;
@@ -184,8 +199,10 @@ pub fn child_main(registry: Registry, max_tasks: u64) -> i32 {
     0
 }
 
-fn write_outcome(proto: &Mutex<std::fs::File>, outcome: &ChildOutcome) {
-    let mut line = serde_json::to_vec(outcome).unwrap_or_else(|_| b"{\"err\":null}".to_vec());
+fn write_outcome(proto: &Mutex<std::fs::File>, outcome: ChildOutcome, exiting: bool) {
+    let report = ChildReport { outcome, exiting };
+    let mut line =
+        serde_json::to_vec(&report).unwrap_or_else(|_| b"{\"outcome\":{\"err\":null}}".to_vec());
     line.push(b'\n');
     let mut f = proto.lock().unwrap_or_else(|e| e.into_inner());
     let _ = f.write_all(&line);

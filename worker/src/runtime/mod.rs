@@ -102,6 +102,12 @@ pub struct WorkerConfig {
     pub command_tasks: Option<PathBuf>,
     /// Executable spawned for children (this binary).
     pub exe: PathBuf,
+    /// Wait for an unreachable broker/backend at start-up instead of failing
+    /// (`broker_connection_retry_on_startup`, default true).
+    pub connection_retry_on_startup: bool,
+    /// Attempts before giving up at start-up (`broker_connection_max_retries`, default 100;
+    /// `None` = forever).
+    pub connection_max_retries: Option<u32>,
 }
 
 impl WorkerConfig {
@@ -131,6 +137,8 @@ impl WorkerConfig {
             skip_succeeded: true,
             command_tasks: None,
             exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("celeriac")),
+            connection_retry_on_startup: true,
+            connection_max_retries: Some(100),
         }
     }
 }
@@ -177,7 +185,7 @@ pub struct Inner {
     pub executor: Executor,
     /// Shutdown.
     pub shutdown: Shutdown,
-    /// Runnable task ids, in order.
+    /// Runnable requests (delivery tags), in order.
     ready_tx: mpsc::UnboundedSender<String>,
     /// Slots.
     slots: Arc<Semaphore>,
@@ -201,10 +209,21 @@ pub async fn run(
     registry: Registry,
     shutdown: Shutdown,
 ) -> Result<Exit, WorkerError> {
-    let broker = Broker::connect(&cfg.broker_url).await?;
-    let backend = Backend::connect(&cfg.backend_url)
-        .await?
-        .with_expires(cfg.result_expires);
+    let Some(broker) = connect_at_startup(&cfg, &shutdown, &cfg.broker_url, || {
+        Broker::connect(&cfg.broker_url)
+    })
+    .await?
+    else {
+        return Ok(Exit::Warm);
+    };
+    let Some(backend) = connect_at_startup(&cfg, &shutdown, &cfg.backend_url, || {
+        Backend::connect(&cfg.backend_url)
+    })
+    .await?
+    else {
+        return Ok(Exit::Warm);
+    };
+    let backend = backend.with_expires(cfg.result_expires);
     let registry = Arc::new(registry);
     let state = Arc::new(State::new(cfg.node.clone()));
     let events = Events::start(broker.clone(), state.clone(), cfg.task_events);
@@ -302,6 +321,67 @@ pub async fn run(
         )));
     }
     Ok(exit)
+}
+
+/// An error [`connect_at_startup`] may wait out.
+trait Transient {
+    fn is_transient(&self) -> bool;
+}
+
+impl Transient for celeriac::transport::TransportError {
+    fn is_transient(&self) -> bool {
+        celeriac::transport::TransportError::is_transient(self)
+    }
+}
+
+impl Transient for celeriac::backend::BackendError {
+    fn is_transient(&self) -> bool {
+        celeriac::backend::BackendError::is_transient(self)
+    }
+}
+
+/// Connect at start-up the way Celery's consumer does (`broker_connection_retry_on_startup`,
+/// kombu's `ensure_connection`): while the server is unreachable, log and try again after
+/// 2 s, 4 s, 6 s … up to 30 s between attempts, at most `connection_max_retries` times. A
+/// fleet started by systemd before its Redis waits for it instead of dying. Errors that
+/// waiting cannot mend (a wrong password, a bad URL) fail at once. `None` when a shutdown
+/// was asked for while waiting.
+async fn connect_at_startup<T, E, F, Fut>(
+    cfg: &WorkerConfig,
+    shutdown: &Shutdown,
+    url: &str,
+    mut connect: F,
+) -> Result<Option<T>, WorkerError>
+where
+    E: Transient + std::fmt::Display + Into<WorkerError>,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let mut attempt: u32 = 0;
+    loop {
+        let e = match connect().await {
+            Ok(v) => return Ok(Some(v)),
+            Err(e) => e,
+        };
+        attempt += 1;
+        let gave_up = cfg.connection_max_retries.is_some_and(|max| attempt > max);
+        if !e.is_transient() || !cfg.connection_retry_on_startup || gave_up {
+            return Err(e.into());
+        }
+        let wait = Duration::from_secs(u64::from(attempt.min(15)) * 2);
+        let of = cfg
+            .connection_max_retries
+            .map_or_else(|| "no limit".to_string(), |m| m.to_string());
+        tracing::error!(
+            "consumer: Cannot connect to {}: {e}.\nTrying again in {:.2} seconds... ({attempt}/{of})",
+            celeriac::url::redact(url),
+            wait.as_secs_f64()
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.reached(Phase::Warm) => return Ok(None),
+        }
+    }
 }
 
 /// The consumer — waiting for work, claiming it, deciding what may run — on a thread of its
@@ -573,6 +653,10 @@ async fn on_delivery(inner: &Arc<Inner>, d: Delivery) {
         },
         None => HeldPhase::Reserved,
     };
+    // From here on the request is its delivery tag: a message with the id of a task still
+    // running here (Celery's `self.retry()` publishes the retry before the original returns)
+    // is a request of its own.
+    let tag = d.tag.clone();
     inner.state.hold(Held {
         msg: Arc::new(msg),
         delivery: Arc::new(d),
@@ -581,15 +665,15 @@ async fn on_delivery(inner: &Arc<Inner>, d: Delivery) {
         terminate: None,
     });
     match scheduled {
-        None => make_ready(inner, id),
+        None => make_ready(inner, tag),
         Some(at) => {
             let task = inner.clone();
             inner.main.spawn(async move {
                 let wait = (at - chrono::Utc::now()).to_std().unwrap_or_default();
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {
-                        task.state.set_phase(&id, HeldPhase::Reserved);
-                        make_ready(&task, id);
+                        task.state.set_phase(&tag, HeldPhase::Reserved);
+                        make_ready(&task, tag);
                     }
                     // Warm shutdown gives scheduled messages back (see `stop`).
                     _ = task.shutdown.reached(Phase::Warm) => {}
@@ -645,29 +729,29 @@ async fn revoke_message(inner: &Inner, msg: &TaskMessage, d: &Delivery, reason: 
 /// A request may run: start it now when a slot is free and nothing is queued before it,
 /// else queue it for the dispatcher (FIFO, `-O fair`: it waits for a free slot). Starting
 /// directly saves an idle worker a hand-off between tasks on the way to running the task.
-fn make_ready(inner: &Arc<Inner>, id: String) {
+fn make_ready(inner: &Arc<Inner>, tag: String) {
     if inner.waiting.load(Ordering::SeqCst) == 0
         && inner.shutdown.phase() == Phase::Running
         && let Ok(permit) = inner.slots.clone().try_acquire_owned()
     {
-        start(inner, id, permit);
+        start(inner, tag, permit);
         return;
     }
     inner.waiting.fetch_add(1, Ordering::SeqCst);
-    let _ = inner.ready_tx.send(id);
+    let _ = inner.ready_tx.send(tag);
 }
 
-fn start(inner: &Arc<Inner>, id: String, permit: tokio::sync::OwnedSemaphorePermit) {
+fn start(inner: &Arc<Inner>, tag: String, permit: tokio::sync::OwnedSemaphorePermit) {
     let task = inner.clone();
     inner.main.spawn(async move {
-        rate_limit_wait(&task, &id).await;
-        run_request(&task, &id).await;
+        rate_limit_wait(&task, &tag).await;
+        run_request(&task, &tag).await;
         drop(permit);
     });
 }
 
 async fn dispatch_loop(inner: Arc<Inner>, mut ready: mpsc::UnboundedReceiver<String>) {
-    while let Some(id) = ready.recv().await {
+    while let Some(tag) = ready.recv().await {
         let permit = tokio::select! {
             p = inner.slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
             _ = inner.shutdown.reached(Phase::Warm) => return,
@@ -676,13 +760,13 @@ async fn dispatch_loop(inner: Arc<Inner>, mut ready: mpsc::UnboundedReceiver<Str
             return;
         }
         inner.waiting.fetch_sub(1, Ordering::SeqCst);
-        start(&inner, id, permit);
+        start(&inner, tag, permit);
     }
 }
 
 /// Honour a `rate_limit` set for this task's name (a per-worker token bucket, like Celery's).
-async fn rate_limit_wait(inner: &Inner, id: &str) {
-    let name = match inner.state.held.lock().expect("held").get(id) {
+async fn rate_limit_wait(inner: &Inner, tag: &str) {
+    let name = match inner.state.held.lock().expect("held").get(tag) {
         Some(h) => h.msg.headers.task.clone(),
         None => return,
     };
@@ -779,17 +863,18 @@ enum AckAction {
     Nothing,
 }
 
-async fn run_request(inner: &Arc<Inner>, id: &str) {
+async fn run_request(inner: &Arc<Inner>, tag: &str) {
     let (msg, delivery) = {
         let held = inner.state.held.lock().expect("held");
-        match held.get(id) {
+        match held.get(tag) {
             Some(h) => (h.msg.clone(), h.delivery.clone()),
             None => return,
         }
     };
+    let id = msg.headers.id.as_str();
     if let Some(reason) = revoked_reason(inner, &msg) {
         revoke_message(inner, &msg, &delivery, reason).await;
-        inner.state.release(id);
+        inner.state.release(tag);
         return;
     }
     // Idempotency guard: a redelivered message whose task already succeeded is acked, not re-run.
@@ -809,19 +894,19 @@ async fn run_request(inner: &Arc<Inner>, id: &str) {
         // (the join counts each header task once, so a second call cannot count twice).
         callbacks::chord_part(inner, &msg, &TaskState::Success, &done.result).await;
         ack(inner, &delivery).await;
-        inner.state.release(id);
+        inner.state.release(tag);
         return;
     }
     let (term_tx, term_rx) = mpsc::unbounded_channel();
     {
         let mut held = inner.state.held.lock().expect("held");
-        if let Some(h) = held.get_mut(id) {
+        if let Some(h) = held.get_mut(tag) {
             h.terminate = Some(term_tx);
         }
     }
     let early_ack = !inner.cfg.acks_late;
     inner.state.set_phase(
-        id,
+        tag,
         HeldPhase::Active {
             time_start: time::unix_now(),
             worker_pid: None,
@@ -830,7 +915,7 @@ async fn run_request(inner: &Arc<Inner>, id: &str) {
     );
     if early_ack {
         // Celery acks when the pool accepts the job; the ack's round trip overlaps the run.
-        inner.state.mark_acked(id);
+        inner.state.mark_acked(tag);
         let inner2 = inner.clone();
         let d2 = delivery.clone();
         tokio::spawn(async move { ack(&inner2, &d2).await });
@@ -847,26 +932,17 @@ async fn run_request(inner: &Arc<Inner>, id: &str) {
         m.children = Value::Null;
         store(inner, &meta_for(inner, &msg, m)).await;
     }
-    let (hard, soft) = msg.headers.time_limits();
-    // `control time_limit` overrides the message's limits for this task name, as in Celery.
-    let (hard, soft) = match inner
-        .state
-        .time_limits
-        .lock()
-        .expect("time limits")
-        .get(&msg.headers.task)
-    {
-        Some(&(h, s)) => (h.or(hard), s.or(soft)),
-        None => (hard, soft),
-    };
-    let hard = hard
-        .filter(|s| *s > 0.0)
-        .map(Duration::from_secs_f64)
-        .or(inner.cfg.time_limit);
-    let soft = soft
-        .filter(|s| *s > 0.0)
-        .map(Duration::from_secs_f64)
-        .or(inner.cfg.soft_time_limit);
+    let (hard, soft) = effective_time_limits(
+        msg.headers.time_limits(),
+        inner
+            .state
+            .time_limits
+            .lock()
+            .expect("time limits")
+            .get(&msg.headers.task)
+            .copied(),
+        (inner.cfg.time_limit, inner.cfg.soft_time_limit),
+    );
     let req = ChildRequest {
         task: msg.headers.task.clone(),
         id: id.to_string(),
@@ -879,14 +955,14 @@ async fn run_request(inner: &Arc<Inner>, id: &str) {
     let job = inner.jobs.fetch_add(1, Ordering::Relaxed);
     let t0 = Instant::now();
     let state = inner.state.clone();
-    let id_owned = id.to_string();
+    let tag_owned = tag.to_string();
     let outcome = inner
         .executor
         .run(
             req,
             hard,
             move |pid| {
-                if let Some(h) = state.held.lock().expect("held").get_mut(&id_owned)
+                if let Some(h) = state.held.lock().expect("held").get_mut(&tag_owned)
                     && let HeldPhase::Active { worker_pid, .. } = &mut h.phase
                 {
                     *worker_pid = Some(pid);
@@ -897,7 +973,7 @@ async fn run_request(inner: &Arc<Inner>, id: &str) {
         .await;
     let runtime = t0.elapsed().as_secs_f64();
     if !matches!(outcome, ExecOutcome::Done(_)) {
-        release_locks_of_dead_child(inner, id);
+        release_locks_of_dead_child(inner, tag);
     }
     let late_tag = (!early_ack).then_some(delivery.tag.as_str());
     let action = finish(inner, &msg, outcome, runtime, job, late_tag).await;
@@ -918,27 +994,49 @@ async fn run_request(inner: &Arc<Inner>, id: &str) {
         _ => {}
     }
     inner.state.count_done(&msg.headers.task);
-    inner.state.release(id);
+    inner.state.release(tag);
+}
+
+/// The `(hard, soft)` limits a request runs under. Each limit is taken, in Celery's order
+/// (`Request.execute_using_pool`: `soft_time_limit or task.soft_time_limit`, the task's
+/// attribute being what `control time_limit` changes, then the pool's defaults), from the
+/// message, then a `control time_limit` for the task's name, then the worker's flags. A
+/// zero or negative value counts as unset, as Python's `or` treats `0`.
+fn effective_time_limits(
+    message: (Option<f64>, Option<f64>),
+    control: Option<state::TimeLimits>,
+    worker: (Option<Duration>, Option<Duration>),
+) -> (Option<Duration>, Option<Duration>) {
+    let pick = |m: Option<f64>, c: Option<f64>, w: Option<Duration>| {
+        m.filter(|s| *s > 0.0)
+            .or(c.filter(|s| *s > 0.0))
+            .map(Duration::from_secs_f64)
+            .or(w)
+    };
+    let (ch, cs) = control.unwrap_or((None, None));
+    (pick(message.0, ch, worker.0), pick(message.1, cs, worker.1))
 }
 
 /// A task's process died or was killed: free the global locks it held at once (instead of
 /// after their TTL), as the lock library records the holder's pid beside each lock.
-fn release_locks_of_dead_child(inner: &Inner, id: &str) {
-    let pid = match inner
+fn release_locks_of_dead_child(inner: &Inner, tag: &str) {
+    let (pid, task_id) = match inner
         .state
         .held
         .lock()
         .expect("held")
-        .get(id)
-        .map(|h| h.phase.clone())
+        .get(tag)
+        .map(|h| (h.phase.clone(), h.msg.headers.id.clone()))
     {
-        Some(HeldPhase::Active {
-            worker_pid: Some(pid),
-            ..
-        }) if pid != std::process::id() => pid,
+        Some((
+            HeldPhase::Active {
+                worker_pid: Some(pid),
+                ..
+            },
+            task_id,
+        )) if pid != std::process::id() => (pid, task_id),
         _ => return,
     };
-    let task_id = id.to_string();
     tokio::spawn(async move {
         let url = locks::Client::url_from_env();
         let released = match locks::Client::open(&url) {
@@ -1141,30 +1239,75 @@ async fn heartbeat_loop(inner: Arc<Inner>) {
     }
 }
 
-/// Refresh the lease of every held message, and run the stale-unacked sweeper.
+/// How often the stale-unacked sweeper looks (a single cheap `ZRANGE` when nothing is due):
+/// a message whose holder died is back on its queue within this long after its lease ends.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// Refresh the lease of every held message (every lease/3), and run the stale-unacked
+/// sweeper (every [`SWEEP_EVERY`]).
 async fn lease_loop(inner: Arc<Inner>) {
-    let every = (inner.cfg.lease / 3).max(Duration::from_millis(200));
-    let mut tick = tokio::time::interval(every);
+    let refresh_every = (inner.cfg.lease / 3).max(Duration::from_millis(200));
+    let mut refresh = tokio::time::interval(refresh_every);
+    let mut sweep = tokio::time::interval(SWEEP_EVERY.min(refresh_every));
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
-        if let Err(e) = inner
-            .broker
-            .refresh_leases(&inner.state.unacked_tags(), inner.cfg.lease)
-            .await
-        {
-            tracing::warn!(error = %e, "lease refresh failed");
+        tokio::select! {
+            _ = refresh.tick() => {
+                if let Err(e) = inner
+                    .broker
+                    .refresh_leases(&inner.state.unacked_tags(), inner.cfg.lease)
+                    .await
+                {
+                    tracing::warn!(error = %e, "lease refresh failed");
+                }
+            }
+            _ = sweep.tick() => {
+                match inner
+                    .broker
+                    .restore_visible(inner.cfg.visibility_timeout)
+                    .await
+                {
+                    Ok(Some(n)) if n > 0 => tracing::warn!(
+                        restored = n,
+                        "restored messages whose holder stopped renewing its lease"
+                    ),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "sweeper failed"),
+                }
+            }
         }
-        match inner
-            .broker
-            .restore_visible(inner.cfg.visibility_timeout)
-            .await
-        {
-            Ok(Some(n)) if n > 0 => tracing::warn!(
-                restored = n,
-                "restored messages whose holder stopped renewing its lease"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_time_limits_win_over_control_time_limit_and_worker_flags() {
+        let secs = Duration::from_secs_f64;
+        // `control time_limit sleep 1 5` then a message with soft 20 / hard 30: the message wins.
+        assert_eq!(
+            effective_time_limits(
+                (Some(30.0), Some(20.0)),
+                Some((Some(5.0), Some(1.0))),
+                (None, None)
             ),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "sweeper failed"),
-        }
+            (Some(secs(30.0)), Some(secs(20.0)))
+        );
+        // A message without limits gets the control-set ones, then the worker's.
+        assert_eq!(
+            effective_time_limits(
+                (None, None),
+                Some((Some(5.0), None)),
+                (Some(secs(60.0)), Some(secs(50.0)))
+            ),
+            (Some(secs(5.0)), Some(secs(50.0)))
+        );
+        // Zero means unset, as Python's `or` reads it.
+        assert_eq!(
+            effective_time_limits((Some(0.0), None), None, (Some(secs(7.0)), None)),
+            (Some(secs(7.0)), None)
+        );
     }
 }

@@ -11,7 +11,7 @@
 
 use super::events;
 use super::shutdown::Phase;
-use super::state::Phase as HeldPhase;
+use super::state::{self, Phase as HeldPhase};
 use super::{Inner, store};
 use celeriac::protocol::control::ControlRequest;
 use celeriac::protocol::envelope::Envelope;
@@ -246,15 +246,22 @@ async fn dispatch(inner: &Arc<Inner>, req: &ControlRequest) -> Option<Value> {
             };
             let held = s.held.lock().expect("held");
             let mut out = Map::new();
-            for id in ids {
-                if let Some(h) = held.get(&id) {
-                    let state = match h.phase {
-                        HeldPhase::Active { .. } => "active",
-                        HeldPhase::Reserved => "reserved",
-                        HeldPhase::Scheduled { .. } => "scheduled",
-                    };
-                    out.insert(id, json!([state, h.info(node)]));
-                }
+            // Held requests are keyed by delivery tag; one id may be held twice (a retry
+            // received while the original runs): the running one answers, as Celery's
+            // `query_task` looks in active requests before reserved ones.
+            let mut matching: Vec<&state::Held> = held
+                .values()
+                .filter(|h| ids.contains(&h.msg.headers.id))
+                .collect();
+            matching.sort_by_key(|h| !matches!(h.phase, HeldPhase::Active { .. }));
+            for h in matching {
+                let state = match h.phase {
+                    HeldPhase::Active { .. } => "active",
+                    HeldPhase::Reserved => "reserved",
+                    HeldPhase::Scheduled { .. } => "scheduled",
+                };
+                out.entry(h.msg.headers.id.clone())
+                    .or_insert_with(|| json!([state, h.info(node)]));
             }
             Value::Object(out)
         }
@@ -497,14 +504,7 @@ async fn revoke(
             tracing::warn!("pidbox: not marking an empty task id as revoked in the backend");
             continue;
         }
-        let running = inner
-            .state
-            .held
-            .lock()
-            .expect("held")
-            .get(id)
-            .is_some_and(|h| matches!(h.phase, HeldPhase::Active { .. }));
-        if running {
+        if inner.state.is_active(id) {
             continue;
         }
         if let Ok(
@@ -533,8 +533,9 @@ async fn revoke(
     let mut terminated = Vec::new();
     {
         let held = inner.state.held.lock().expect("held");
-        for id in &ids {
-            if let Some(h) = held.get(id)
+        for h in held.values() {
+            let id = &h.msg.headers.id;
+            if ids.contains(id)
                 && matches!(h.phase, HeldPhase::Active { .. })
                 && let Some(tx) = &h.terminate
                 && tx.send(sig).is_ok()

@@ -6,7 +6,7 @@
 //! process group; a hard time limit, a revoke with `terminate`, or a cold shutdown kills the
 //! whole group (the task and anything it started) with one `kill(-pgid, sig)`.
 
-use super::child::{ChildOutcome, ChildRequest, PARENT_PID_ENV, execute};
+use super::child::{ChildReport, ChildRequest, PARENT_PID_ENV, execute};
 use celeriac::task::Registry;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 #[derive(Debug, Clone, PartialEq)]
 pub enum ExecOutcome {
     /// The task body finished (value, exception or retry request).
-    Done(ChildOutcome),
+    Done(super::child::ChildOutcome),
     /// The process running it died (signal, abort, OOM kill): `WorkerLostError`.
     WorkerLost(String),
     /// Killed at the hard time limit (seconds).
@@ -158,11 +158,22 @@ impl ChildPool {
         })
     }
 
+    /// A standby child that is still alive, else a new one. A standby can have died while
+    /// it waited (killed by an operator, the OOM killer): handing it a task would turn that
+    /// task into a `WorkerLostError` it did nothing to earn.
     fn take(&self) -> std::io::Result<ChildProc> {
-        let ready = self.standby.lock().expect("standby").pop();
-        match ready {
-            Some(ChildProcSlot(c)) => Ok(c),
-            None => self.spawn(),
+        loop {
+            let ready = self.standby.lock().expect("standby").pop();
+            match ready {
+                Some(ChildProcSlot(mut c)) => match c.child.try_wait() {
+                    Ok(None) => return Ok(c),
+                    _ => {
+                        tracing::warn!(pid = c.pid, "a standby child had exited; replacing it");
+                        kill_group(c.pid, libc::SIGKILL);
+                    }
+                },
+                None => return self.spawn(),
+            }
         }
     }
 
@@ -208,13 +219,15 @@ impl ChildPool {
         }
         started(c.pid);
         self.running.lock().expect("running").push(c.pid);
-        let outcome = self.talk(&mut c, &req, hard_limit, terminate).await;
+        let (outcome, exiting) = self.talk(&mut c, &req, hard_limit, terminate).await;
         self.running
             .lock()
             .expect("running")
             .retain(|p| *p != c.pid);
         c.served += 1;
-        let reusable = matches!(outcome, ExecOutcome::Done(_)) && !last_task;
+        // A child that said it exits (it gave up on a task past its soft limit) is retired
+        // like one on its last task, and replaced.
+        let reusable = matches!(outcome, ExecOutcome::Done(_)) && !last_task && !exiting;
         if reusable {
             self.standby.lock().expect("standby").push(ChildProcSlot(c));
         } else {
@@ -227,17 +240,19 @@ impl ChildPool {
         outcome
     }
 
+    /// Hand `req` to the child and wait for its report; also returns whether the child
+    /// said it exits after this task.
     async fn talk(
         &self,
         c: &mut ChildProc,
         req: &ChildRequest,
         hard_limit: Option<Duration>,
         terminate: &mut mpsc::UnboundedReceiver<i32>,
-    ) -> ExecOutcome {
+    ) -> (ExecOutcome, bool) {
         let mut line = serde_json::to_vec(req).expect("request serializes");
         line.push(b'\n');
         if c.stdin.write_all(&line).await.is_err() || c.stdin.flush().await.is_err() {
-            return lost(c).await;
+            return (lost(c).await, false);
         }
         let mut buf = String::new();
         let read = c.stdout.read_line(&mut buf);
@@ -247,10 +262,10 @@ impl ChildPool {
                 None => std::future::pending().await,
             }
         };
-        tokio::select! {
+        let outcome = tokio::select! {
             r = read => match r {
-                Ok(n) if n > 0 => match serde_json::from_str::<ChildOutcome>(&buf) {
-                    Ok(o) => ExecOutcome::Done(o),
+                Ok(n) if n > 0 => match serde_json::from_str::<ChildReport>(&buf) {
+                    Ok(r) => return (ExecOutcome::Done(r.outcome), r.exiting),
                     Err(e) => ExecOutcome::WorkerLost(format!("child sent an unreadable outcome: {e}")),
                 },
                 _ => lost(c).await,
@@ -269,7 +284,8 @@ impl ChildPool {
                 }
                 ExecOutcome::Terminated(sig)
             }
-        }
+        };
+        (outcome, false)
     }
 
     fn kill_all(&self) {

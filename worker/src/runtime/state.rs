@@ -139,7 +139,8 @@ pub struct State {
     pub processed: AtomicU64,
     /// Per-task-name totals (`stats.total`).
     pub totals: Mutex<BTreeMap<String, u64>>,
-    /// Held requests by task id.
+    /// Held requests by delivery tag. Not by task id: Celery's `self.retry()` publishes the
+    /// retry (same task id) while the original still runs, and both must be held at once.
     pub held: Mutex<HashMap<String, Held>>,
     /// Signalled whenever a held message is released or changes phase.
     pub released: Notify,
@@ -230,25 +231,25 @@ impl State {
         self.clock.load(Ordering::SeqCst)
     }
 
-    /// Hold a new request.
+    /// Hold a new request, under its delivery tag.
     pub fn hold(&self, held: Held) {
         self.held
             .lock()
             .expect("held")
-            .insert(held.msg.headers.id.clone(), held);
+            .insert(held.delivery.tag.clone(), held);
     }
 
-    /// Move a request to another phase.
-    pub fn set_phase(&self, id: &str, phase: Phase) {
+    /// Move the request held under `tag` to another phase.
+    pub fn set_phase(&self, tag: &str, phase: Phase) {
         let mut held = self.held.lock().expect("held");
-        if let Some(h) = held.get_mut(id) {
+        if let Some(h) = held.get_mut(tag) {
             h.phase = phase;
         }
     }
 
     /// Mark a request's message as acked (no more lease refresh or requeue).
-    pub fn mark_acked(&self, id: &str) {
-        if let Some(h) = self.held.lock().expect("held").get_mut(id) {
+    pub fn mark_acked(&self, tag: &str) {
+        if let Some(h) = self.held.lock().expect("held").get_mut(tag) {
             h.unacked = false;
             if let Phase::Active { acknowledged, .. } = &mut h.phase {
                 *acknowledged = true;
@@ -258,11 +259,20 @@ impl State {
         self.released.notify_waiters();
     }
 
-    /// Stop holding a request.
-    pub fn release(&self, id: &str) -> Option<Held> {
-        let h = self.held.lock().expect("held").remove(id);
+    /// Stop holding the request held under `tag`.
+    pub fn release(&self, tag: &str) -> Option<Held> {
+        let h = self.held.lock().expect("held").remove(tag);
         self.released.notify_waiters();
         h
+    }
+
+    /// Whether a request with task id `id` is running here (any of its messages).
+    pub fn is_active(&self, id: &str) -> bool {
+        self.held
+            .lock()
+            .expect("held")
+            .values()
+            .any(|h| h.msg.headers.id == id && matches!(h.phase, Phase::Active { .. }))
     }
 
     /// Messages held against prefetch that are still unacked (Celery's
