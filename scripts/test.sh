@@ -21,15 +21,27 @@ step "cargo clippy -D warnings"
 cargo clippy --locked --workspace --all-targets -- -D warnings
 step "cargo doc -D warnings"
 RUSTDOCFLAGS="-D warnings" cargo doc --locked --workspace --no-deps --quiet
-step "build binaries"
+step "build binaries (debug, and the release binary users run)"
 cargo build --locked --workspace --bins --examples
+cargo build --locked --release -p worker --bin celeriac
 export CELERIAC_BIN="$PWD/target/debug/celeriac"
-step "tests"
+# The worker-facing suites again on the release binary: the optimiser changes what a task
+# measures (a leaked block nobody reads disappears) and how races fall.
+RELEASE_SUITES='test(/^(worker|faults|differential|payload|interop|canvas)::/)'
+step "tests (debug binary)"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --locked --workspace --no-fail-fast "$@"
   # nextest does not run doctests
   cargo test --locked --workspace --doc --quiet
+  step "worker, fault, differential and payload tests (release binary)"
+  CELERIAC_BIN="$PWD/target/release/celeriac" \
+    cargo nextest run --locked -p tests --no-fail-fast -E "$RELEASE_SUITES" "$@"
 else
   cargo test --locked --workspace --no-fail-fast "$@"
+  step "worker, fault, differential and payload tests (release binary)"
+  for suite in worker faults differential payload interop canvas; do
+    CELERIAC_BIN="$PWD/target/release/celeriac" \
+      cargo test --locked -p tests --test it --no-fail-fast "$@" -- "$suite::"
+  done
 fi
 step "all checks passed"

@@ -501,3 +501,77 @@ fn a_chord_member_redelivered_after_its_result_was_stored_still_completes_the_ch
         "the member must not run again"
     );
 }
+
+/// A fleet started by systemd before its Redis: the worker waits and logs, as Celery does
+/// with `broker_connection_retry_on_startup`, then serves once Redis is up.
+#[test]
+fn a_worker_started_before_redis_waits_for_it_and_then_serves() {
+    let port = tests::free_port();
+    let url = format!("redis://127.0.0.1:{port}/0");
+    let mut cmd = std::process::Command::new(tests::celeriac_bin());
+    cmd.args([
+        "-b",
+        &url,
+        "worker",
+        "-c1",
+        "-linfo",
+        "-n",
+        "early@localhost",
+    ])
+    .env_remove("CELERY_RESULT_BACKEND")
+    .env_remove("CELERIAC_CONFIG");
+    let mut w = tests::Proc::spawn(cmd);
+    w.wait_for_output("Trying again in 2.00 seconds", Duration::from_secs(10));
+    assert!(
+        w.child.try_wait().unwrap().is_none(),
+        "the worker exited instead of waiting for Redis:\n{}",
+        w.output()
+    );
+    let redis = RedisServer::start_in(tempfile::tempdir().unwrap(), Some(port), &[]);
+    w.wait_for_output("ready.", Duration::from_secs(15));
+    let out = tests::celeriac(
+        &[
+            "-b",
+            &redis.url(0),
+            "call",
+            "shared_tasks.add",
+            "--args",
+            "[2, 3]",
+            "--wait",
+            "--timeout",
+            "10",
+        ],
+        &[],
+        Duration::from_secs(20),
+    );
+    assert!(out.success, "{}\n{}", out.stderr, w.output());
+    assert_eq!(out.stdout.trim(), "5");
+    w.signal(libc::SIGTERM);
+    assert!(w.wait_exit(Duration::from_secs(10)).success());
+}
+
+/// Waiting cannot mend a wrong password: that fails at once with the reason, instead of
+/// retrying a hundred times.
+#[test]
+fn a_wrong_password_at_start_fails_at_once_with_the_reason() {
+    let redis = RedisServer::start_with(&["--requirepass", "right"]);
+    let url = format!("redis://:wrong@127.0.0.1:{}/0", redis.port);
+    let t0 = Instant::now();
+    let out = tests::celeriac(
+        &["-b", &url, "worker", "-c1", "-n", "pw@localhost"],
+        &[],
+        Duration::from_secs(20),
+    );
+    assert!(!out.success, "the worker started with a wrong password");
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "took {:?} to fail",
+        t0.elapsed()
+    );
+    let said = format!("{}{}", out.stdout, out.stderr).to_lowercase();
+    assert!(
+        said.contains("wrongpass") || said.contains("auth") || said.contains("password"),
+        "no reason given: {said}"
+    );
+    assert!(!said.contains("trying again"), "it retried: {said}");
+}
