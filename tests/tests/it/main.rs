@@ -1,4 +1,5 @@
 mod canvas;
+mod differential;
 mod faults;
 mod flower;
 mod golden;
