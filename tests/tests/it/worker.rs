@@ -175,6 +175,44 @@ except SoftTimeLimitExceeded:
     assert_eq!(out.trim(), "soft");
 }
 
+/// A long-lived child (the default prefork pool, no `--max-tasks-per-child`) gives up on a
+/// task past its soft limit by exiting; the next task, sent back to back, must run in a
+/// fresh child, not be handed to the one that left (it became `WorkerLostError: exitcode 0`).
+#[test]
+fn the_task_right_after_a_soft_time_limit_runs_in_every_pool() {
+    let redis = RedisServer::start();
+    let url = redis.url(0);
+    for flags in [
+        &["-c1", "--soft-time-limit", "1"][..],
+        &["-c1", "--soft-time-limit", "1", "--acks-late"][..],
+        &["-c2", "--soft-time-limit", "1"][..],
+    ] {
+        let w = CeleriacWorker::start(&url, flags);
+        let out = py(
+            &url,
+            &url,
+            r#"
+from billiard.exceptions import SoftTimeLimitExceeded
+for _ in range(2):
+    r = sleep.delay(5)
+    try:
+        r.get(timeout=15)
+        raise SystemExit("no exception")
+    except SoftTimeLimitExceeded:
+        pass
+    print(add.delay(1, 2).get(timeout=10))
+"#,
+            T,
+        );
+        assert_eq!(
+            out.split_whitespace().collect::<Vec<_>>(),
+            ["3", "3"],
+            "{flags:?}"
+        );
+        w.stop();
+    }
+}
+
 #[test]
 fn a_busy_single_slot_worker_takes_no_second_message() {
     let redis = RedisServer::start();
@@ -371,6 +409,58 @@ fn retries_republish_with_the_same_id_and_end_in_success() {
         4,
         "{log}"
     );
+}
+
+/// Celery's `self.retry()` publishes the retry while the original still runs, so the
+/// retry arrives holding the id of a running task. Every pool must run it.
+#[test]
+fn a_retry_received_while_the_original_runs_is_executed_in_every_pool() {
+    let redis = RedisServer::start();
+    let url = redis.url(0);
+    for flags in [
+        &["-c1"][..],
+        &["-P", "solo"][..],
+        &["-P", "threads", "-c2"][..],
+        &["-c1", "--acks-late"][..],
+        JWQL,
+    ] {
+        let w = CeleriacWorker::start(&url, flags);
+        let out = py(
+            &url,
+            &url,
+            "print(json.dumps([retry_until.delay(2).get(timeout=10) for _ in range(3)]))",
+            T,
+        );
+        assert_eq!(out.trim(), "[2, 2, 2]", "{flags:?}");
+        w.stop();
+    }
+}
+
+/// The reduced form: a second message with the id of a task that is still running.
+#[test]
+fn a_message_whose_task_id_is_still_running_is_executed() {
+    let redis = RedisServer::start();
+    let url = redis.url(0);
+    let w = CeleriacWorker::start(&url, &["-c1"]);
+    py(
+        &url,
+        &url,
+        r#"
+first = sleep.apply_async((1,), task_id="same-id")
+second = add.apply_async((1, 2), task_id="same-id", countdown=1.5)
+time.sleep(0.2)
+"#,
+        T,
+    );
+    wait_until(Duration::from_secs(10), "both messages to run", || {
+        let log = w.proc_.output();
+        (log.contains("shared_tasks.sleep[same-id] succeeded")
+            && log.contains("shared_tasks.add[same-id] succeeded"))
+        .then_some(())
+    });
+    let mut c = redis.client(0);
+    let unacked: usize = c.hlen("unacked").unwrap();
+    assert_eq!(unacked, 0, "a message stayed in unacked");
 }
 
 #[test]
