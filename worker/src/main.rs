@@ -374,6 +374,36 @@ fn print_result(
 mod tests {
     use super::{expand_name, expand_node_format};
 
+    fn worker_args(argv: &[&str]) -> super::WorkerArgs {
+        use clap::Parser;
+        let cli = super::Cli::try_parse_from(argv).expect("valid command line");
+        match cli.command {
+            super::Command::Worker(w) => *w,
+            _ => panic!("not a worker command"),
+        }
+    }
+
+    #[test]
+    fn concurrency_zero_or_absent_means_one_slot_per_cpu_as_in_celery() {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        for argv in [
+            &["celeriac", "worker"][..],
+            &["celeriac", "worker", "-c", "0"],
+        ] {
+            assert_eq!(super::concurrency(&worker_args(argv)), cpus, "{argv:?}");
+        }
+        assert_eq!(
+            super::concurrency(&worker_args(&["celeriac", "worker", "-c", "3"])),
+            3
+        );
+        assert_eq!(
+            super::concurrency(&worker_args(&[
+                "celeriac", "worker", "-P", "solo", "-c", "4"
+            ])),
+            1
+        );
+    }
+
     #[test]
     fn file_placeholders_use_the_node_name_like_celery() {
         assert_eq!(
