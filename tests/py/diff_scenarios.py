@@ -131,10 +131,11 @@ def get_within(result, seconds, what):
 
 # How soon a worker must take the next task after one that failed or was revoked. A soft
 # limit leaves the pool process alive: 2 s. A hard limit or a terminate kills it, and
-# Celery's prefork pool replaces a killed process only when its event loop next maintains
-# the pool: observed up to ~3.3 s on a loaded 2-core machine, so 5 s.
+# Celery's prefork pool may replace a killed process only on its next maintain_pool
+# timer, every 5 s (concurrency/asynpool.py `timers`: {maintain_pool: 5.0}); observed
+# up to 5.05 s here, so 8 s. The measured delay is printed under "info".
 NEXT_TASK_WITHIN_S = 2.0
-NEXT_TASK_AFTER_KILL_WITHIN_S = 5.0
+NEXT_TASK_AFTER_KILL_WITHIN_S = 8.0
 
 
 def add_back_to_back(seconds):
@@ -389,6 +390,13 @@ def expires_before_eta():
 # 3. time limits
 
 
+# A 1 s limit fails the task about 1 s after it was sent: Celery's prefork pool arms a hub
+# timer at the limit for each job (concurrency/asynpool.py call_later(soft, ...)), and
+# the soft limit's SIGUSR1 interrupts time.sleep at once. Observed 1.02-1.23 s; the bound
+# leaves room for a loaded machine.
+LIMIT_FIRES_WITHIN_S = 1.8
+
+
 def _limited_sleep(send, what, next_within):
     """A sleep(5) that a time limit of 1 s stops; then an add right after."""
     t0 = time.monotonic()
@@ -396,7 +404,9 @@ def _limited_sleep(send, what, next_within):
     label(result.id, "task")
     exc = get_raises(result, 15, what)
     failed_after = time.monotonic() - t0
-    assert 0.9 <= failed_after < 4, f"{what}: failed {failed_after:.3f}s after send"
+    assert 0.9 <= failed_after < LIMIT_FIRES_WITHIN_S, (
+        f"{what}: failed {failed_after:.3f}s after send, expected about 1 s"
+    )
     back = add_back_to_back(next_within)
     return {
         "same": {"raised": exc_obs(exc), "final": norm(raw_meta(result.id))},
