@@ -27,6 +27,7 @@ from datetime import datetime, timedelta, timezone
 
 import redis
 from celery import chord
+from celery.exceptions import TimeoutError as CeleryTimeout
 
 from shared_tasks import BROKER, add, app, echo, fail, retry_until, sleep
 
@@ -110,8 +111,6 @@ def get_raises(result, timeout, what):
     try:
         value = result.get(timeout=timeout)
     except Exception as exc:  # the remote exception, rebuilt by Celery
-        from celery.exceptions import TimeoutError as CeleryTimeout
-
         assert not isinstance(exc, CeleryTimeout), f"{what}: no result within {timeout}s"
         return exc
     raise AssertionError(f"{what}: expected a failure, got {value!r}")
@@ -119,8 +118,6 @@ def get_raises(result, timeout, what):
 
 def get_within(result, seconds, what):
     """get() that turns Celery's TimeoutError into an AssertionError saying what was late."""
-    from celery.exceptions import TimeoutError as CeleryTimeout
-
     try:
         return result.get(timeout=seconds)
     except CeleryTimeout:
@@ -241,6 +238,7 @@ def wait_active(tid, timeout):
         replies = app.control.inspect(timeout=1.0, limit=1).active() or {}
         if any(t.get("id") == tid for tasks in replies.values() for t in tasks):
             return
+        time.sleep(0.05)
     raise AssertionError(f"task {tid} never showed up in inspect active")
 
 
@@ -251,6 +249,19 @@ def wait_for_worker(timeout):
     deadline = time.monotonic() + timeout
     while not app.control.ping(timeout=0.5):
         assert time.monotonic() < deadline, f"no worker answered ping within {timeout}s"
+
+
+def left_over(timeout):
+    """Messages still queued or held once a scenario is over, after waiting up to `timeout`
+    for them to go: kombu's `celery` list and `unacked` hash (transport/redis.py). Every
+    task a scenario sends is finished, revoked or expired by then, and each of those is
+    acked (Request._announce_revoked and on_timeout ack too), so both must be empty."""
+    deadline = time.monotonic() + timeout
+    while True:
+        counts = {"queued": R.llen("celery"), "unacked": R.hlen("unacked")}
+        if not any(counts.values()) or time.monotonic() >= deadline:
+            return counts
+        time.sleep(0.05)
 
 
 def only_reply(replies, what):
@@ -564,13 +575,19 @@ def _chord(header):
 
 
 def chord_success():
+    """The callback gets the header's results in header order. It is sent by whichever
+    header task finishes last, which becomes its parent: compared as "one of them"."""
     result = _chord([add.s(i, i) for i in range(3)])
     value = get_within(result, 20, "chord callback")
     assert value == {"args": [[0, 2, 4]], "kwargs": {}}, value
+    callback = norm(raw_meta(result.id), "the callback")
+    members = [m.id for m in result.parent.results]
+    if callback["parent_id"] in members:
+        callback["parent_id"] = "<a header task>"
     return {
         "same": {
             "value": value,
-            "callback": norm(raw_meta(result.id), "the callback"),
+            "callback": callback,
             "header": [norm(raw_meta(m.id), "a header task") for m in result.parent.results],
         },
         "info": {},
@@ -602,38 +619,47 @@ def chord_failing_member():
 
 
 # Fields whose values must match; the others must be present but may differ (clock,
-# timestamp, pid, runtime, ...).
+# timestamp, pid, runtime, ...). `eta` and `expires` are timestamps: only whether they
+# are set is compared.
 EVENT_VALUE_FIELDS = {
-    "task-received": ["name", "args", "kwargs", "retries", "eta", "expires", "root_id", "parent_id"],
+    "task-received": ["name", "args", "kwargs", "retries", "root_id", "parent_id"],
     "task-started": [],
     "task-succeeded": ["result"],
     "task-failed": ["exception"],
+    "task-retried": ["exception"],
 }
 
 
 def task_events():
     """With -E: task-received, task-started, then task-succeeded / task-failed, with
-    Celery's fields, for one add and one fail."""
+    Celery's fields, for one add and one fail; and for retry_until(1) the events of both
+    of its messages, task-retried included (events/dispatcher.py, worker/request.py)."""
     tap = EventTap()
     ok = add.delay(1, 2)
     label(ok.id, "add")
     bad = fail.delay("boom")
     label(bad.id, "fail")
+    again = retry_until.delay(1)
+    label(again.id, "retry")
     assert get_within(ok, 10, "add(1, 2)") == 3
     get_raises(bad, 10, "fail('boom')")
+    assert get_within(again, 10, "retry_until(1)") == 1
 
     node = os.environ.get("DIFF_WORKER_NODE")
 
     def of(events, tid):
         return [e for e in events if e.get("uuid") == tid]
 
+    def final(events, tid, kind):
+        return any(e["type"] == kind for e in of(events, tid))
+
     tap.until(
-        lambda events: any(e["type"] == "task-succeeded" for e in of(events, ok.id))
-        and any(e["type"] == "task-failed" for e in of(events, bad.id)),
+        lambda events: final(events, ok.id, "task-succeeded")
+        and final(events, bad.id, "task-failed")
+        and final(events, again.id, "task-succeeded"),
         10,
-        "task-succeeded for the add and task-failed for the fail",
+        "the final event of each task",
     )
-    events = {ok.id: of(tap.events, ok.id), bad.id: of(tap.events, bad.id)}
 
     def shape(event):
         fields = EVENT_VALUE_FIELDS.get(event["type"], [])
@@ -641,16 +667,31 @@ def task_events():
             "type": event["type"],
             "keys": sorted(event),
             "values": {f: event.get(f) for f in fields},
+            "eta_set": event.get("eta") is not None,
+            "expires_set": event.get("expires") is not None,
             "from_worker": node is None or event.get("hostname") == node,
             "traceback": bool(event.get("traceback")),
         }
 
+    # The retry message (countdown 0.1 s) may be received before the worker has sent
+    # task-retried for the first run, with Celery too: compare that task's events as a
+    # set, in a fixed order.
+    retry_shapes = sorted(
+        scrub([shape(e) for e in of(tap.events, again.id)]),
+        key=lambda x: json.dumps(x, sort_keys=True),
+    )
     return {
         "same": {
-            "add": [shape(e) for e in events[ok.id]],
-            "fail": [shape(e) for e in events[bad.id]],
+            "add": [shape(e) for e in of(tap.events, ok.id)],
+            "fail": [shape(e) for e in of(tap.events, bad.id)],
+            "retry": retry_shapes,
         },
-        "info": {"raw": events},
+        "info": {
+            "types": {
+                name: [e["type"] for e in of(tap.events, tid)]
+                for name, tid in (("add", ok.id), ("fail", bad.id), ("retry", again.id))
+            }
+        },
     }
 
 
@@ -706,6 +747,7 @@ def main():
     try:
         wait_for_worker(10)
         observation = SCENARIOS[sys.argv[1]]()
+        observation["same"]["left_over"] = left_over(3)
         print(json.dumps(scrub(observation), sort_keys=True), flush=True)
     except BaseException:
         traceback.print_exc()

@@ -43,9 +43,25 @@ enum Worker {
 }
 
 impl Worker {
+    /// Start a worker with celeriac's flags. Celery's `worker` command has no
+    /// `--acks-late` (it is the `task_acks_late` setting), so for Python that flag becomes
+    /// `CELERIAC_ACKS_LATE=1`, which `tests/py/shared_tasks.py` turns into the setting.
     fn start(side: Side, url: &str, args: &[&str]) -> Self {
         match side {
-            Side::Celery => Worker::Celery(PythonWorker::start(url, &[], args)),
+            Side::Celery => {
+                let late = args.contains(&"--acks-late");
+                let rest: Vec<&str> = args
+                    .iter()
+                    .copied()
+                    .filter(|a| *a != "--acks-late")
+                    .collect();
+                let env: &[(&str, &str)] = if late {
+                    &[("CELERIAC_ACKS_LATE", "1")]
+                } else {
+                    &[]
+                };
+                Worker::Celery(PythonWorker::start(url, env, &rest))
+            }
             Side::Celeriac => Worker::Celeriac(CeleriacWorker::start(url, args)),
         }
     }
@@ -242,6 +258,28 @@ fn message_reusing_a_running_task_id_runs_beside_it_on_a_free_slot() {
     both("same_id_overlapping", &["-c2", "-E"]);
 }
 
+/// The command line JWQL runs (README): one slot, a fresh child per task, prefetch 1, late
+/// ack, events. For Python, `--acks-late` becomes the `task_acks_late` setting.
+const JWQL: &[&str] = &[
+    "-E",
+    "-Ofair",
+    "-c1",
+    "--max-tasks-per-child=1",
+    "--prefetch-multiplier",
+    "1",
+    "--acks-late",
+];
+
+#[test]
+fn retry_under_the_jwql_command_line_matches_celery() {
+    both("retry_until_two", JWQL);
+}
+
+#[test]
+fn message_reusing_a_running_task_id_runs_after_it_under_the_jwql_command_line() {
+    both("same_id_after_running", JWQL);
+}
+
 // ---- 2. ETA, countdown, expires ---------------------------------------------------------
 
 #[test]
@@ -291,6 +329,13 @@ fn revoking_a_countdown_task_stores_revoked_on_both_workers() {
 #[test]
 fn revoke_with_terminate_stops_a_running_task_on_both_workers() {
     both("revoke_terminate_running", &["-c1"]);
+}
+
+/// With late ack the terminated task's message is acked all the same (Celery's
+/// Request._announce_revoked acks), so nothing is left in `unacked` to come back.
+#[test]
+fn revoke_with_terminate_under_the_jwql_command_line_matches_celery() {
+    both("revoke_terminate_running", JWQL);
 }
 
 // ---- 5. remote control ------------------------------------------------------------------
