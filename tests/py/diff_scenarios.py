@@ -415,12 +415,14 @@ def _limited_sleep(send, what, next_within):
     label(result.id, "task")
     exc = get_raises(result, 15, what)
     failed_after = time.monotonic() - t0
+    seen = {"raised": exc_obs(exc), "final": norm(raw_meta(result.id))}
     assert 0.9 <= failed_after < LIMIT_FIRES_WITHIN_S, (
-        f"{what}: failed {failed_after:.3f}s after send, expected about 1 s"
+        f"{what}: failed {failed_after:.3f}s after send, expected about 1 s; "
+        f"otherwise saw {json.dumps(scrub(seen))}"
     )
     back = add_back_to_back(next_within)
     return {
-        "same": {"raised": exc_obs(exc), "final": norm(raw_meta(result.id))},
+        "same": seen,
         "info": {"failed_after_s": round(failed_after, 3), "add_after_s": back},
     }
 
