@@ -134,16 +134,21 @@ pub async fn retry(inner: &Arc<Inner>, msg: &TaskMessage, countdown: f64, exc: &
     } else {
         queue
     };
-    publish(inner, &next, &queue, msg.properties.priority).await;
+    let published = publish(inner, &next, &queue, msg.properties.priority).await;
     let tb = format!(
         "Traceback (most recent call last):\ncelery.exceptions.Retry: Retry in {countdown}s: {}\n",
         exc.repr()
     );
-    let meta = meta_for(
+    let mut meta = meta_for(
         inner,
         msg,
         ResultMeta::exception(&msg.headers.id, TaskState::Retry, exc, Some(tb.clone())),
     );
+    if published {
+        // `self.retry()` sends the retry from inside the task, so Celery's `send_task` adds
+        // it to the request's children, and the RETRY meta names it (same id, no parent).
+        meta.children = json!([[[msg.headers.id, null], null]]);
+    }
     store(inner, &meta).await;
     inner.events.task(
         "task-retried",
