@@ -11,7 +11,7 @@
 use super::{Backend, BackendError};
 use crate::protocol::{State, json};
 use crate::transport::keys;
-use redis::Script;
+use redis::{AsyncCommands, Script};
 use serde_json::{Value, json};
 use std::sync::LazyLock;
 
@@ -19,12 +19,15 @@ use std::sync::LazyLock;
 ///
 /// KEYS: `.j`, `.t`, `.s`, `.d`, `<gid>`, `.c`. ARGV: task id, encoded entry, group index,
 /// expiry seconds, claim expiry seconds, claim token.
-/// Returns `{}` when the chord is not complete (or already dispatched), else the ordered
-/// entries (this caller owns the callback).
+/// Returns 0 when the chord is not complete (or already dispatched), 1 when this caller
+/// completed it and owns the callback. The entries are not returned from here: the caller
+/// reads them with a plain `ZRANGE` (the join keys stay until [`Backend::chord_done`], and
+/// no part can be added once the claim is taken), so the header results, which may be
+/// large, are not copied out of Lua while every other client waits.
 static PART_RETURN: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
-if redis.call('GET', KEYS[6]) == 'done' then return {} end
+if redis.call('GET', KEYS[6]) == 'done' then return 0 end
 local member = ARGV[1] .. ':' .. ARGV[3]
 if redis.call('SISMEMBER', KEYS[4], member) == 0 then
   redis.call('ZADD', KEYS[1], tonumber(ARGV[3]), ARGV[2])
@@ -35,10 +38,10 @@ local count = redis.call('ZCOUNT', KEYS[1], '-inf', '+inf')
 for i = 1, 5 do redis.call('EXPIRE', KEYS[i], tonumber(ARGV[4])) end
 local extra = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
 local size = tonumber(redis.call('GET', KEYS[3]) or '-1')
-if size == nil or size < 0 then return {} end
-if count < size + extra then return {} end
-if not redis.call('SET', KEYS[6], ARGV[6], 'NX', 'EX', tonumber(ARGV[5])) then return {} end
-return redis.call('ZRANGE', KEYS[1], 0, -1)
+if size == nil or size < 0 then return 0 end
+if count < size + extra then return 0 end
+if not redis.call('SET', KEYS[6], ARGV[6], 'NX', 'EX', tonumber(ARGV[5])) then return 0 end
+return 1
 "#,
     )
 });
@@ -81,7 +84,7 @@ impl Backend {
         let entry = json::to_vec(&json!([1, task_id, state.as_str(), result]));
         let token = uuid::Uuid::new_v4().simple().to_string();
         let expires = self.expires().as_secs().max(1);
-        let out: Vec<Vec<u8>> = PART_RETURN
+        let won: i64 = PART_RETURN
             .key(k(".j"))
             .key(k(".t"))
             .key(k(".s"))
@@ -96,6 +99,10 @@ impl Backend {
             .arg(token)
             .invoke_async(&mut self.conn())
             .await?;
+        if won != 1 {
+            return Ok(None);
+        }
+        let out: Vec<Vec<u8>> = self.conn().zrange(k(".j"), 0, -1).await?;
         if out.is_empty() {
             return Ok(None);
         }

@@ -31,6 +31,13 @@ pub enum BackendError {
         /// Why.
         detail: String,
     },
+    /// A large meta could not be stored because the stored one kept changing under the
+    /// transaction (another store for the same task id each time); trying later may succeed.
+    #[error("the stored result for {task_id} kept changing while a new one was being stored")]
+    Contended {
+        /// Task id.
+        task_id: String,
+    },
     /// No ready state within the timeout (Python raises `celery.exceptions.TimeoutError`).
     #[error("no result for {task_id} within {timeout:?}")]
     Timeout {
@@ -44,7 +51,8 @@ pub enum BackendError {
 impl BackendError {
     /// Whether waiting and trying again may succeed (see [`crate::conn::is_transient`]).
     pub fn is_transient(&self) -> bool {
-        matches!(self, BackendError::Redis(e) if crate::conn::is_transient(e))
+        matches!(self, BackendError::Contended { .. })
+            || matches!(self, BackendError::Redis(e) if crate::conn::is_transient(e))
     }
 }
 
@@ -53,13 +61,25 @@ impl BackendError {
 /// publish the same bytes, atomically and in one round trip (Celery does GET, then
 /// MULTI SETEX+PUBLISH EXEC; the effect on Redis and subscribers is the same).
 /// `store(key, meta, expiry seconds (0 = none))` returns 1 if stored.
+///
+/// The stored meta is never decoded whole inside Redis (a script blocks every client, and
+/// cjson takes tens of ms on a result of a few MB): Celery and celeriac both write
+/// `{"status": ...` first, so the status is read from the first bytes; only a small meta
+/// of another shape is decoded. A large one of another shape is not taken as SUCCESS.
+/// Metas larger than [`SCRIPT_META_MAX`] are not passed through this script at all (see
+/// [`Backend::store`]).
 const STORE_FN: &str = r#"
+local function stored_status(cur)
+  local st = string.match(string.sub(cur, 1, 64), '^%s*{%s*"status"%s*:%s*"([%w_]*)"')
+  if st then return st end
+  if #cur > 65536 then return nil end
+  local ok, m = pcall(cjson.decode, cur)
+  if ok and type(m) == 'table' then return m['status'] end
+  return nil
+end
 local function store(key, meta, ttl)
   local cur = redis.call('GET', key)
-  if cur then
-    local ok, m = pcall(cjson.decode, cur)
-    if ok and type(m) == 'table' and m['status'] == 'SUCCESS' then return 0 end
-  end
+  if cur and stored_status(cur) == 'SUCCESS' then return 0 end
   if tonumber(ttl) > 0 then
     redis.call('SETEX', key, ttl, meta)
   else
@@ -69,6 +89,28 @@ local function store(key, meta, ttl)
   return 1
 end
 "#;
+
+/// Metas up to this size are stored by a script in one round trip; a larger one by a
+/// `WATCH`ed transaction (three round trips), so its bytes never pass through Lua, where
+/// every copy in and out costs several times what a plain command argument does.
+pub const SCRIPT_META_MAX: usize = 16 * 1024;
+
+/// How often a large store is tried when the key keeps changing between `WATCH` and `EXEC`
+/// (only another store for the same task id does that).
+const WATCH_ATTEMPTS: usize = 20;
+
+/// Whether a stored meta says SUCCESS (read outside Redis; only `status` is built).
+fn is_success(stored: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Status<'a> {
+        #[serde(borrow)]
+        status: Option<std::borrow::Cow<'a, str>>,
+    }
+    serde_json::from_slice::<Status>(stored)
+        .ok()
+        .and_then(|s| s.status)
+        .is_some_and(|s| s == "SUCCESS")
+}
 
 /// KEYS: meta key. ARGV: meta JSON, expiry seconds. Returns 1 if stored.
 static STORE: LazyLock<Script> = LazyLock::new(|| {
@@ -132,9 +174,13 @@ impl Backend {
 
     /// Store and publish a meta; returns false when a SUCCESS was already stored.
     pub async fn store(&self, meta: &ResultMeta) -> Result<bool, BackendError> {
+        let bytes = meta.encode();
+        if bytes.len() > SCRIPT_META_MAX {
+            return self.store_watched(&meta.task_id, &bytes, None).await;
+        }
         let stored: i64 = STORE
             .key(keys::task_meta(&meta.task_id))
-            .arg(meta.encode())
+            .arg(bytes)
             .arg(self.expires.as_secs())
             .invoke_async(&mut self.conn.clone())
             .await?;
@@ -144,17 +190,90 @@ impl Backend {
     /// Store a meta and ack the message `tag` atomically. Only valid when the broker is this
     /// same database (the `unacked` keys live here).
     pub async fn store_and_ack(&self, meta: &ResultMeta, tag: &str) -> Result<bool, BackendError> {
+        let bytes = meta.encode();
+        if bytes.len() > SCRIPT_META_MAX {
+            return self.store_watched(&meta.task_id, &bytes, Some(tag)).await;
+        }
         let stored: i64 = STORE_AND_ACK
             .key(keys::task_meta(&meta.task_id))
             .key(keys::UNACKED)
             .key(keys::UNACKED_INDEX)
             .key(keys::HOLDERS)
-            .arg(meta.encode())
+            .arg(bytes)
             .arg(self.expires.as_secs())
             .arg(tag)
             .invoke_async(&mut self.conn.clone())
             .await?;
         Ok(stored == 1)
+    }
+
+    /// [`Backend::store`] (and, with `ack_tag`, [`Backend::store_and_ack`]) for a large meta,
+    /// with the same outcome as the script but no byte of the meta copied through Lua: `WATCH`
+    /// the key, read the stored status, then `MULTI` SET(EX) + PUBLISH (+ the ack) `EXEC`; when
+    /// the key changed in between, `EXEC` does nothing and the whole step is tried again.
+    /// `WATCH` belongs to a connection, so this takes one of its own (the command connection
+    /// carries every task's commands at once).
+    async fn store_watched(
+        &self,
+        task_id: &str,
+        meta: &[u8],
+        ack_tag: Option<&str>,
+    ) -> Result<bool, BackendError> {
+        let key = keys::task_meta(task_id);
+        let ttl = self.expires.as_secs();
+        let cfg = redis::AsyncConnectionConfig::new()
+            .set_response_timeout(Some(ConnOptions::default().response_timeout))
+            .set_connection_timeout(Some(ConnOptions::default().connect_timeout));
+        let mut conn = self
+            .url
+            .client()
+            .await?
+            .get_multiplexed_async_connection_with_config(&cfg)
+            .await?;
+        let ack = |p: &mut redis::Pipeline| {
+            if let Some(tag) = ack_tag {
+                p.zrem(keys::UNACKED_INDEX, tag)
+                    .ignore()
+                    .hdel(keys::UNACKED, tag)
+                    .ignore()
+                    .hdel(keys::HOLDERS, tag)
+                    .ignore();
+            }
+        };
+        for _ in 0..WATCH_ATTEMPTS {
+            redis::cmd("WATCH")
+                .arg(&key)
+                .query_async::<()>(&mut conn)
+                .await?;
+            let cur: Option<Vec<u8>> = conn.get(&key).await?;
+            if cur.as_deref().is_some_and(is_success) {
+                redis::cmd("UNWATCH").query_async::<()>(&mut conn).await?;
+                let mut p = redis::pipe();
+                p.atomic();
+                ack(&mut p);
+                if ack_tag.is_some() {
+                    p.query_async::<()>(&mut conn).await?;
+                }
+                return Ok(false);
+            }
+            let mut p = redis::pipe();
+            p.atomic();
+            if ttl > 0 {
+                p.set_ex(&key, meta, ttl).ignore();
+            } else {
+                p.set(&key, meta).ignore();
+            }
+            p.publish(&key, meta).ignore();
+            ack(&mut p);
+            // `None`: EXEC was refused because the key changed after WATCH.
+            let done: Option<Vec<redis::Value>> = p.query_async(&mut conn).await?;
+            if done.is_some() {
+                return Ok(true);
+            }
+        }
+        Err(BackendError::Contended {
+            task_id: task_id.into(),
+        })
     }
 
     /// The stored meta, if any (none = PENDING).

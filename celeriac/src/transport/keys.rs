@@ -14,7 +14,9 @@ pub const PRIORITY_STEPS: [u8; 4] = [0, 3, 6, 9];
 /// The default task queue (`task_default_queue = 'celery'`).
 pub const DEFAULT_QUEUE: &str = "celery";
 
-/// Hash `delivery_tag → [envelope, exchange, routing_key]` (kombu `QoS.unacked_key`).
+/// Hash `delivery_tag → [envelope, exchange, routing_key]` (kombu `QoS.unacked_key`). A
+/// message the claim does not parse inside Redis is keyed by a tag the claimer mints instead
+/// (see [`crate::transport::scripts::CLAIM`]).
 pub const UNACKED: &str = "unacked";
 /// Zset `delivery_tag → delivery time` (kombu `QoS.unacked_index_key`). celeriac refreshes
 /// the score of what it holds (leases), so no sweeper restores a live task.

@@ -2,10 +2,11 @@
 //!
 //! Owns: publishing task messages (LPUSH to the priority list), declaring and binding queues
 //! as Python writes them, the loss-free claim ([`scripts::CLAIM`]) that records every
-//! delivery in kombu's `unacked`/`unacked_index`, ack, reject/requeue and restore of stale
-//! unacked entries under `unacked_mutex` (so Python workers restore ours and we theirs),
-//! lease refresh, purge, and fanout publishing. Does not own: what a message means
-//! ([`crate::protocol`]) or results ([`crate::backend`]).
+//! delivery in kombu's `unacked`/`unacked_index` and dead-letters what must not run
+//! ([`Claimed`]) without parsing or encoding a large message inside Redis, ack,
+//! reject/requeue and restore of stale unacked entries under `unacked_mutex` (so Python
+//! workers restore ours and we theirs), lease refresh, purge, and fanout publishing. Does not
+//! own: what a message means ([`crate::protocol`]) or results ([`crate::backend`]).
 //!
 //! Connections: commands go over one self-healing multiplexed connection ([`crate::conn`]),
 //! which follows a Sentinel failover. Blocking waits never share it: [`wait::IdleWaiter`]
@@ -20,7 +21,7 @@ use crate::conn::{Conn, ConnOptions};
 use crate::protocol::{Envelope, json, time};
 use crate::url::RedisUrl;
 use redis::AsyncCommands;
-use serde_json::json;
+use serde_json::{Value, json};
 use std::time::Duration;
 
 /// Transport errors.
@@ -71,6 +72,37 @@ impl Delivery {
     /// The queue name (the list key without its priority suffix).
     pub fn queue(&self) -> &str {
         keys::queue_of_key(&self.key)
+    }
+}
+
+/// What one message taken by [`Broker::claim`] became.
+#[derive(Debug, Clone)]
+pub enum Claimed {
+    /// A message to run, recorded in `unacked` under its tag and held by this node until it
+    /// is acked or requeued, or its lease lapses.
+    Delivery(Delivery),
+    /// A message that must not run (larger than the maximum message size, or not a kombu
+    /// envelope with a delivery tag and delivery info). It is already on the dead-letter list
+    /// and out of `unacked`, so nothing of it is held; what is left is to tell whoever waits
+    /// for `task_id` (Celery stores nothing for such a message and its caller's `get()`
+    /// blocks until its timeout).
+    DeadLettered {
+        /// The queue it was taken from (no priority suffix).
+        queue: String,
+        /// `headers.id`, when the message names one.
+        task_id: Option<String>,
+        /// Why it was refused; the dead-letter entry carries the same text.
+        reason: String,
+    },
+}
+
+impl Claimed {
+    /// The queue the message was taken from.
+    pub fn queue(&self) -> &str {
+        match self {
+            Claimed::Delivery(d) => d.queue(),
+            Claimed::DeadLettered { queue, .. } => queue,
+        }
     }
 }
 
@@ -180,12 +212,22 @@ impl Broker {
     }
 
     /// Claim up to `max` messages from `queues` (in the given order; rotate it between calls
-    /// for kombu's round robin), recording each in `unacked` atomically. See [`scripts::CLAIM`].
+    /// for kombu's round robin), recording each in `unacked` atomically. See [`scripts::CLAIM`]
+    /// for the guarantee and for what bounds the work of one call inside Redis (a call may
+    /// return fewer than `max` even when more are queued).
     ///
     /// The `unacked_index` score written is the end of the holder's lease (now + `lease`),
     /// not kombu's delivery time: a Python sweeper restores entries older than
     /// `now - visibility_timeout`, so a lease in the future keeps it off our live messages
     /// whatever its timeout, while our own sweeper restores a lapsed lease at once.
+    ///
+    /// Messages the script did not parse are read back here with a plain `HGET` (one round
+    /// trip for all of them) and checked outside Redis: one larger than `max_size` (0 = no
+    /// limit), or one that is not a kombu envelope with `properties.delivery_tag` and
+    /// `properties.delivery_info` (kombu's consumer would fail on it), is moved to the
+    /// dead-letter list, stamped with the current time, and returned as
+    /// [`Claimed::DeadLettered`]. If that move fails the message stays in `unacked`
+    /// unrefreshed, so a sweeper restores it when its lease lapses and a later claim retries.
     pub async fn claim(
         &self,
         queues: &[String],
@@ -193,35 +235,157 @@ impl Broker {
         node: &str,
         max_size: usize,
         lease: Duration,
-    ) -> Result<Vec<Delivery>> {
+    ) -> Result<Vec<Claimed>> {
+        if queues.is_empty() || max == 0 {
+            return Ok(Vec::new());
+        }
         let consume = keys::consume_keys(queues);
         let mut inv = scripts::CLAIM.prepare_invoke();
         inv.key(keys::UNACKED)
             .key(keys::UNACKED_INDEX)
-            .key(keys::DEAD_LETTER)
             .key(keys::HOLDERS);
         for k in &consume {
             inv.key(k);
         }
+        // Tags minted for messages the script does not parse: unique per call, then `<n>`.
+        let prefix = format!("{}.", uuid::Uuid::new_v4());
         inv.arg((time::unix_now() + lease.as_secs_f64()).to_string())
             .arg(max)
             .arg(queues.len())
             .arg(node)
-            .arg(max_size);
+            .arg(max_size)
+            .arg(&prefix)
+            .arg(scripts::CLAIM_PARSE_MAX)
+            .arg(scripts::CLAIM_PARSE_BUDGET)
+            .arg(scripts::CLAIM_MOVE_BUDGET);
+        for q in queues {
+            inv.arg(q);
+        }
         let flat: Vec<Vec<u8>> = inv.invoke_async(&mut self.conn.clone()).await?;
-        let mut out = Vec::with_capacity(flat.len() / 4);
+        let mut records = Vec::with_capacity(flat.len() / 5);
         let mut it = flat.into_iter();
-        while let (Some(key), Some(raw), Some(tag), Some(suffix)) =
-            (it.next(), it.next(), it.next(), it.next())
+        while let (Some(kind), Some(key), Some(tag), Some(suffix), Some(payload)) =
+            (it.next(), it.next(), it.next(), it.next(), it.next())
         {
-            out.push(Delivery {
-                tag: String::from_utf8_lossy(&tag).into_owned(),
+            records.push(ClaimRecord {
+                kind: kind.first().copied().unwrap_or(b'?'),
                 key: String::from_utf8_lossy(&key).into_owned(),
-                raw,
-                unacked_suffix: suffix,
+                tag: String::from_utf8_lossy(&tag).into_owned(),
+                suffix,
+                payload,
             });
         }
-        Ok(out)
+        let fetched = self.fetch_by_reference(&records).await;
+        let mut out: Vec<Option<Claimed>> = Vec::with_capacity(records.len());
+        let mut refused: Vec<(usize, Vec<u8>, String)> = Vec::new();
+        for (rec, entry) in records.into_iter().zip(fetched) {
+            let raw = match rec.kind {
+                b'p' | b'u' => rec.payload,
+                _ => match entry.and_then(|e| strip_unacked(e, &rec.suffix)) {
+                    Some(raw) => raw,
+                    None => {
+                        // Unreadable now: left in `unacked`, unrefreshed, for the sweeper.
+                        out.push(None);
+                        continue;
+                    }
+                },
+            };
+            let problem = match rec.kind {
+                b'p' => None,
+                b'o' => Some(format!(
+                    "message of {} bytes exceeds the maximum of {max_size}",
+                    raw.len()
+                )),
+                _ => envelope_problem(&raw).map(String::from),
+            };
+            let delivery = Delivery {
+                tag: rec.tag,
+                key: rec.key,
+                raw,
+                unacked_suffix: rec.suffix,
+            };
+            match problem {
+                None => out.push(Some(Claimed::Delivery(delivery))),
+                Some(reason) => {
+                    let entry = dead_entry(delivery.queue(), &reason, &delivery.raw);
+                    refused.push((out.len(), entry, reason));
+                    out.push(Some(Claimed::Delivery(delivery)));
+                }
+            }
+        }
+        if !refused.is_empty() {
+            let mut p = redis::pipe();
+            p.atomic();
+            for (i, entry, _) in &refused {
+                if let Some(Claimed::Delivery(d)) = &out[*i] {
+                    ack_dead_pipe(&mut p, &d.tag, entry);
+                }
+            }
+            let moved = p.query_async::<()>(&mut self.conn.clone()).await;
+            for (i, _, reason) in refused {
+                let Some(Claimed::Delivery(d)) = out[i].take() else {
+                    continue;
+                };
+                match &moved {
+                    Ok(()) => {
+                        out[i] = Some(Claimed::DeadLettered {
+                            queue: d.queue().to_string(),
+                            task_id: task_id_of(&d.raw),
+                            reason,
+                        });
+                    }
+                    Err(e) => {
+                        tracing::warn!(
+                            tag = %d.tag,
+                            error = %e,
+                            %reason,
+                            "could not dead-letter a refused message; it stays in unacked until its lease lapses"
+                        );
+                    }
+                }
+            }
+        }
+        Ok(out.into_iter().flatten().collect())
+    }
+
+    /// The `unacked` entries of the claimed messages whose bytes the claim script did not
+    /// return (kinds `b` and `o`), in one round trip; `None` where absent or unreadable.
+    async fn fetch_by_reference(&self, records: &[ClaimRecord]) -> Vec<Option<Vec<u8>>> {
+        let wanted: Vec<&str> = records
+            .iter()
+            .filter(|r| !matches!(r.kind, b'p' | b'u'))
+            .map(|r| r.tag.as_str())
+            .collect();
+        let mut got = if wanted.is_empty() {
+            Vec::new()
+        } else {
+            let mut p = redis::pipe();
+            for tag in &wanted {
+                p.hget(keys::UNACKED, *tag);
+            }
+            match p
+                .query_async::<Vec<Option<Vec<u8>>>>(&mut self.conn.clone())
+                .await
+            {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::warn!(
+                        error = %e,
+                        count = wanted.len(),
+                        "could not read claimed messages back; they stay in unacked until their lease lapses"
+                    );
+                    vec![None; wanted.len()]
+                }
+            }
+        }
+        .into_iter();
+        records
+            .iter()
+            .map(|r| match r.kind {
+                b'p' | b'u' => None,
+                _ => got.next().flatten(),
+            })
+            .collect()
     }
 
     /// Ack: `ZREM unacked_index`, `HDEL unacked` (kombu `basic_ack`), plus celeriac's holder entry.
@@ -232,17 +396,14 @@ impl Broker {
         Ok(())
     }
 
-    /// Ack a message and put it on the dead-letter list with `reason`, atomically.
+    /// Ack a message and put it on the dead-letter list with `reason`, atomically (one
+    /// `MULTI`/`EXEC`: a poison message is never both gone from `unacked` and missing from
+    /// the dead-letter list). A transaction, not a script, so the entry's bytes are not
+    /// copied through Lua.
     pub async fn ack_dead(&self, delivery: &Delivery, reason: &str) -> Result<()> {
         let entry = dead_entry(delivery.queue(), reason, &delivery.raw);
-        let _: i64 = scripts::ACK_DEAD
-            .key(keys::UNACKED)
-            .key(keys::UNACKED_INDEX)
-            .key(keys::HOLDERS)
-            .key(keys::DEAD_LETTER)
-            .arg(&delivery.tag)
-            .arg(entry)
-            .invoke_async(&mut self.conn.clone())
+        ack_dead_pipe(redis::pipe().atomic(), &delivery.tag, &entry)
+            .query_async::<()>(&mut self.conn.clone())
             .await?;
         Ok(())
     }
@@ -367,13 +528,19 @@ impl Broker {
         Ok(restored)
     }
 
-    /// Remove every message of `queue` (all four priority lists) and return them.
+    /// Remove every message of `queue` (all four priority lists) and return them, atomically
+    /// (`LRANGE` + `DEL` of each list in one `MULTI`/`EXEC`; Celery's purge is `LLEN` + `DEL`
+    /// in one MULTI and removes exactly the same messages). Returning them lets the caller
+    /// tell waiting clients their tasks are gone. A transaction, not a script: the messages
+    /// are not copied through Lua.
     pub async fn purge(&self, queue: &str) -> Result<Vec<Vec<u8>>> {
-        let mut inv = scripts::PURGE.prepare_invoke();
+        let mut p = redis::pipe();
+        p.atomic();
         for k in keys::queue_keys(queue) {
-            inv.key(k);
+            p.lrange(k.as_str(), 0, -1).del(k.as_str()).ignore();
         }
-        Ok(inv.invoke_async(&mut self.conn.clone()).await?)
+        let lists: Vec<Vec<Vec<u8>>> = p.query_async(&mut self.conn.clone()).await?;
+        Ok(lists.into_iter().flatten().collect())
     }
 
     /// Unacked entries as `(tag, [envelope, exchange, routing_key] bytes)`, read with HSCAN.
@@ -426,6 +593,86 @@ pub fn dead_entry(queue: &str, reason: &str, raw: &[u8]) -> Vec<u8> {
     }))
 }
 
+/// One message as the claim script reports it (see [`scripts::CLAIM`] for the kinds).
+struct ClaimRecord {
+    kind: u8,
+    key: String,
+    tag: String,
+    suffix: Vec<u8>,
+    payload: Vec<u8>,
+}
+
+/// The envelope inside an `unacked` value `'[' + envelope + suffix`, if it has that shape.
+fn strip_unacked(mut value: Vec<u8>, suffix: &[u8]) -> Option<Vec<u8>> {
+    if value.first() != Some(&b'[') || !value[1..].ends_with(suffix) {
+        return None;
+    }
+    value.truncate(value.len() - suffix.len());
+    value.remove(0);
+    Some(value)
+}
+
+/// The fields of an envelope the claim checks. Unknown fields, the body among them (the
+/// bulk of a large message), are skipped by serde without being built.
+#[derive(serde::Deserialize)]
+struct EnvelopePeek {
+    #[serde(default)]
+    headers: Option<Value>,
+    #[serde(default)]
+    properties: Option<Value>,
+}
+
+fn peek(raw: &[u8]) -> Option<EnvelopePeek> {
+    // An object only: serde would also read a struct from a JSON array.
+    let first = raw.iter().find(|b| !b.is_ascii_whitespace())?;
+    if *first != b'{' {
+        return None;
+    }
+    serde_json::from_slice(raw).ok()
+}
+
+/// Why a message is not something kombu's consumer could take (the checks the claim script
+/// makes on the messages it parses), or `None` when it is.
+fn envelope_problem(raw: &[u8]) -> Option<&'static str> {
+    const NO_TAG: &str = "envelope is not JSON or has no properties.delivery_tag";
+    let Some(env) = peek(raw) else {
+        return Some(NO_TAG);
+    };
+    let props = env.properties.unwrap_or(Value::Null);
+    if props["delivery_tag"].as_str().is_none_or(str::is_empty) {
+        return Some(NO_TAG);
+    }
+    if !props["delivery_info"].is_object() {
+        return Some("envelope has no properties.delivery_info");
+    }
+    None
+}
+
+/// `headers.id` of an envelope, when it names one (protocol v2).
+pub fn task_id_of(raw: &[u8]) -> Option<String> {
+    let env = peek(raw)?;
+    env.headers?["id"]
+        .as_str()
+        .filter(|id| !id.is_empty())
+        .map(String::from)
+}
+
+/// Ack `tag` and push `entry` onto the dead-letter list (add to an atomic pipeline).
+fn ack_dead_pipe<'a>(
+    p: &'a mut redis::Pipeline,
+    tag: &str,
+    entry: &[u8],
+) -> &'a mut redis::Pipeline {
+    p.zrem(keys::UNACKED_INDEX, tag)
+        .ignore()
+        .hdel(keys::UNACKED, tag)
+        .ignore()
+        .hdel(keys::HOLDERS, tag)
+        .ignore()
+        .lpush(keys::DEAD_LETTER, entry)
+        .ignore()
+}
+
 fn ack_pipe<'a>(p: &'a mut redis::Pipeline, tag: &str) -> &'a mut redis::Pipeline {
     p.atomic()
         .zrem(keys::UNACKED_INDEX, tag)
@@ -448,14 +695,8 @@ async fn restore_entry(conn: &mut Conn, tag: &str, value: &[u8], back: bool) -> 
                 "unacked entry is not [envelope, exchange, routing_key]",
                 value,
             );
-            let _: i64 = scripts::ACK_DEAD
-                .key(keys::UNACKED)
-                .key(keys::UNACKED_INDEX)
-                .key(keys::HOLDERS)
-                .key(keys::DEAD_LETTER)
-                .arg(tag)
-                .arg(entry)
-                .invoke_async(conn)
+            ack_dead_pipe(redis::pipe().atomic(), tag, &entry)
+                .query_async::<()>(conn)
                 .await?;
             return Ok(false);
         }
@@ -490,4 +731,57 @@ fn redelivered_envelope(value: &[u8]) -> Option<(Vec<u8>, String)> {
         env.encode(),
         keys::queue_key(&queue, env.properties.priority),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"{"body": "W10=", "headers": {"id": "t-1", "task": "x"}, "properties": {"delivery_tag": "d", "delivery_info": {"exchange": "", "routing_key": "celery"}}}"#;
+
+    #[test]
+    fn envelope_problems_are_those_the_claim_script_checks() {
+        assert_eq!(envelope_problem(GOOD.as_bytes()), None);
+        for (raw, reason) in [
+            ("this is not json {", "not JSON"),
+            ("[1, 2, 3]", "not JSON"),
+            (r#"{"properties": {"delivery_info": {}}}"#, "delivery_tag"),
+            (r#"{"properties": {"delivery_tag": ""}}"#, "delivery_tag"),
+            (r#"{"properties": {"delivery_tag": "d"}}"#, "delivery_info"),
+            (
+                r#"{"properties": {"delivery_tag": "d", "delivery_info": []}}"#,
+                "delivery_info",
+            ),
+        ] {
+            let got = envelope_problem(raw.as_bytes()).unwrap_or("accepted");
+            assert!(
+                got.contains(reason),
+                "{raw}: expected {reason:?}, got {got:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn task_id_comes_from_the_headers_when_named() {
+        assert_eq!(task_id_of(GOOD.as_bytes()).as_deref(), Some("t-1"));
+        assert_eq!(task_id_of(br#"{"headers": {"id": ""}}"#), None);
+        assert_eq!(task_id_of(br#"{"headers": null}"#), None);
+        assert_eq!(task_id_of(b"not json"), None);
+    }
+
+    #[test]
+    fn an_unacked_value_gives_back_the_envelope_it_wraps() {
+        let suffix = br#", "", "celery"]"#;
+        let value = [b"[".as_slice(), GOOD.as_bytes(), suffix].concat();
+        assert_eq!(
+            strip_unacked(value, suffix).as_deref(),
+            Some(GOOD.as_bytes())
+        );
+        assert_eq!(strip_unacked(b"{}".to_vec(), suffix), None);
+        assert_eq!(
+            strip_unacked(b"[x, \"\", \"other\"]".to_vec(), suffix),
+            None
+        );
+        assert_eq!(strip_unacked(Vec::new(), suffix), None);
+    }
 }

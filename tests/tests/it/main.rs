@@ -7,6 +7,7 @@ mod interop;
 mod keyguide;
 mod locks;
 mod operate;
+mod payload;
 mod security;
 mod sentinel;
 mod worker;

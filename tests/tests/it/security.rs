@@ -776,5 +776,10 @@ fn a_message_over_max_message_size_is_dead_lettered_and_the_worker_keeps_serving
         w.proc_.child.try_wait().unwrap().is_none(),
         "the worker is still running"
     );
-    assert_eq!(meta_status(&mut admin, &big.headers.id), None, "never ran");
+    // It never ran; its sender's get() is woken with the refusal instead of waiting forever.
+    assert_eq!(
+        meta_status(&mut admin, &big.headers.id).as_deref(),
+        Some("FAILURE"),
+        "refused, not run"
+    );
 }
