@@ -544,17 +544,39 @@ async fn consume_loop(inner: Arc<Inner>) {
             )
             .await
         {
-            Ok(ds) if !ds.is_empty() => {
+            Ok(claimed) if !claimed.is_empty() => {
                 backoff = Duration::from_millis(50);
                 // kombu's round robin: the queue that delivered goes to the end.
                 if queues.len() > 1
-                    && let Some(pos) = queues.iter().position(|q| q == ds[0].queue())
+                    && let Some(pos) = queues.iter().position(|q| q == claimed[0].queue())
                 {
                     let q = queues.remove(pos);
                     queues.push(q);
                 }
-                for d in ds {
-                    on_delivery(&inner, d).await;
+                for c in claimed {
+                    match c {
+                        celeriac::transport::Claimed::Delivery(d) => on_delivery(&inner, d).await,
+                        celeriac::transport::Claimed::DeadLettered {
+                            queue,
+                            task_id,
+                            reason,
+                        } => {
+                            tracing::error!(
+                                %queue,
+                                task_id = task_id.as_deref().unwrap_or("-"),
+                                %reason,
+                                "message moved to the dead-letter list"
+                            );
+                            if let Some(id) = task_id {
+                                let exc = ExceptionInfo::new(
+                                    "celery.exceptions",
+                                    "InvalidTaskError",
+                                    reason,
+                                );
+                                store_dead_letter_failure(&inner, &id, &exc).await;
+                            }
+                        }
+                    }
                 }
             }
             Ok(_) => {
@@ -591,23 +613,23 @@ async fn dead_letter(inner: &Inner, d: &Delivery, err: &celeriac::protocol::Prot
         tracing::error!(error = %e, "could not dead-letter the message; it stays in unacked");
         return;
     }
-    let id = serde_json::from_slice::<Value>(&d.raw).ok().and_then(|v| {
-        v["headers"]["id"]
-            .as_str()
-            .filter(|id| !id.is_empty())
-            .map(String::from)
-    });
-    if let Some(id) = id {
+    if let Some(id) = celeriac::transport::task_id_of(&d.raw) {
         let exc = match err {
             celeriac::protocol::ProtocolError::UnsupportedContentType(_) => {
                 ExceptionInfo::new("kombu.exceptions", "ContentDisallowed", reason.clone())
             }
             _ => ExceptionInfo::new("celery.exceptions", "InvalidTaskError", reason.clone()),
         };
-        let mut meta = ResultMeta::exception(&id, TaskState::Failure, &exc, None);
-        meta.children = Value::Null;
-        store(inner, &meta).await;
+        store_dead_letter_failure(inner, &id, &exc).await;
     }
+}
+
+/// Store the FAILURE that wakes a client waiting in `get()` on a dead-lettered message
+/// (whether the claim refused it or the worker could not decode it).
+async fn store_dead_letter_failure(inner: &Inner, id: &str, exc: &ExceptionInfo) {
+    let mut meta = ResultMeta::exception(id, TaskState::Failure, exc, None);
+    meta.children = Value::Null;
+    store(inner, &meta).await;
 }
 
 async fn on_delivery(inner: &Arc<Inner>, d: Delivery) {
@@ -1143,7 +1165,19 @@ async fn finish(
             if inner.cfg.acks_late && !inner.cfg.acks_on_failure_or_timeout {
                 return AckAction::Requeue;
             }
-            fail(inner, msg, &ExceptionInfo::time_limit(secs), None, None).await;
+            // `TimeLimitExceeded(job._timeout)`: the limit as Celery holds it, the message's
+            // number as sent (`1` stays an int), else a float (the worker's `--time-limit`
+            // and `control time_limit` are parsed as floats: `1.0`).
+            let limit = msg.headers.timelimit[0]
+                .clone()
+                .filter(|n| n.as_f64().is_some_and(|s| s > 0.0))
+                .map(Value::Number)
+                .unwrap_or_else(|| json!(secs));
+            let exc = ExceptionInfo {
+                exc_message: vec![limit],
+                ..ExceptionInfo::time_limit(secs)
+            };
+            fail(inner, msg, &exc, None, None).await;
             AckAction::Ack
         }
         ExecOutcome::Terminated(sig) => {
