@@ -11,15 +11,18 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Mutex;
 
-/// Whether a Redis error says "not reachable right now" (refused, dropped, timed out, still
+/// Whether a Redis error says "not reachable right now" (refused, reset, timed out, still
 /// loading its data, no master known to the sentinels) rather than "refused for good" (a
-/// wrong password, an ACL denial, a bad URL). Only the former is worth waiting out, as
-/// kombu's `ensure_connection` retries only connection errors.
+/// wrong password, an ACL denial, a bad URL, a TLS certificate that does not verify). Only
+/// the former is worth waiting out, as kombu's `ensure_connection` retries only connection
+/// errors.
 pub fn is_transient(e: &redis::RedisError) -> bool {
     use redis::{ErrorKind, ServerErrorKind};
-    e.is_io_error()
-        || e.is_timeout()
+    // redis-rs' own classification of the I/O error underneath: refused, reset, broken,
+    // closed, timed out. A TLS handshake that fails verification is none of these.
+    e.is_connection_refusal()
         || e.is_connection_dropped()
+        || e.is_timeout()
         || matches!(
             e.kind(),
             ErrorKind::Server(ServerErrorKind::BusyLoading)

@@ -556,6 +556,8 @@ fn a_worker_started_before_redis_waits_for_it_and_then_serves() {
 fn a_wrong_password_at_start_fails_at_once_with_the_reason() {
     let redis = RedisServer::start_with(&["--requirepass", "right"]);
     let url = format!("redis://:wrong@127.0.0.1:{}/0", redis.port);
+    // Resolve (and, without CELERIAC_BIN, build) the binary before the clock starts.
+    tests::celeriac_bin();
     let t0 = Instant::now();
     let out = tests::celeriac(
         &["-b", &url, "worker", "-c1", "-n", "pw@localhost"],
