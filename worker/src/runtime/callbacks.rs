@@ -3,7 +3,8 @@
 //! the parent's `children` names them), `link_error` callbacks on failure, and retries
 //! re-published as a new message with the same id.
 
-use super::{Inner, fields, meta_for, store};
+use super::outcome::{fields, meta_for, store};
+use super::worker::Worker;
 use celeriac::protocol::{ExceptionInfo, ResultMeta, State as TaskState, TaskMessage, time};
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
@@ -73,7 +74,7 @@ fn message_from_signature(
     Some((msg, queue, priority))
 }
 
-async fn publish(inner: &Inner, msg: &TaskMessage, queue: &str, priority: u8) -> bool {
+async fn publish(inner: &Worker, msg: &TaskMessage, queue: &str, priority: u8) -> bool {
     let env = msg.to_envelope(queue, priority).encode();
     match inner.broker.publish(queue, priority, &env).await {
         Ok(()) => true,
@@ -85,7 +86,7 @@ async fn publish(inner: &Inner, msg: &TaskMessage, queue: &str, priority: u8) ->
 }
 
 /// Publish `link` callbacks and the next chain step; returns the `children` value.
-pub async fn on_success(inner: &Arc<Inner>, msg: &TaskMessage, value: &Value) -> Value {
+pub async fn on_success(inner: &Arc<Worker>, msg: &TaskMessage, value: &Value) -> Value {
     let mut children = Vec::new();
     for sig in msg.embed.callbacks.iter().flatten() {
         if let Some((m, q, p)) = message_from_signature(sig, msg, Some(value))
@@ -109,7 +110,7 @@ pub async fn on_success(inner: &Arc<Inner>, msg: &TaskMessage, value: &Value) ->
 
 /// Publish `link_error` callbacks with the failed task's id as argument (Celery's form for
 /// errbacks it cannot introspect: `errback.apply_async((task_id,))`).
-pub async fn on_failure(inner: &Arc<Inner>, msg: &TaskMessage) {
+pub async fn on_failure(inner: &Arc<Worker>, msg: &TaskMessage) {
     for sig in msg.embed.errbacks.iter().flatten() {
         if let Some((m, q, p)) = message_from_signature(sig, msg, Some(&json!(msg.headers.id))) {
             publish(inner, &m, &q, p).await;
@@ -119,7 +120,7 @@ pub async fn on_failure(inner: &Arc<Inner>, msg: &TaskMessage) {
 
 /// `Task.retry()`: a new message with the same id, `retries + 1`, `eta = now + countdown`,
 /// `parent_id` = own id, same queue and priority; RETRY stored; `task-retried` sent.
-pub async fn retry(inner: &Arc<Inner>, msg: &TaskMessage, countdown: f64, exc: &ExceptionInfo) {
+pub async fn retry(inner: &Arc<Worker>, msg: &TaskMessage, countdown: f64, exc: &ExceptionInfo) {
     let mut next = msg.clone();
     next.headers.retries += 1;
     let eta = chrono::Utc::now() + chrono::Duration::milliseconds((countdown * 1000.0) as i64);
@@ -163,7 +164,7 @@ pub async fn retry(inner: &Arc<Inner>, msg: &TaskMessage, countdown: f64, exc: &
 /// A chord header task finished: add its result to the join and, when it completes the
 /// chord, dispatch the callback exactly once (or fail it with `ChordError` when a header
 /// task failed), as Celery 5.7's `on_chord_part_return` does.
-pub async fn chord_part(inner: &Arc<Inner>, msg: &TaskMessage, state: &TaskState, result: &Value) {
+pub async fn chord_part(inner: &Arc<Worker>, msg: &TaskMessage, state: &TaskState, result: &Value) {
     let (Some(group), Some(body)) = (&msg.headers.group, &msg.embed.chord) else {
         return;
     };

@@ -10,9 +10,10 @@
 //! dropped, and the worker keeps serving.
 
 use super::events;
+use super::outcome::store;
 use super::shutdown::Phase;
 use super::state::{self, Phase as HeldPhase};
-use super::{Inner, store};
+use super::worker::Worker;
 use celeriac::protocol::control::ControlRequest;
 use celeriac::protocol::envelope::Envelope;
 use celeriac::protocol::{ExceptionInfo, ResultMeta, State as TaskState};
@@ -31,11 +32,11 @@ const BINDING_TTL_MS: u64 = 3_600_000;
 #[derive(Debug)]
 pub struct Pidbox {
     task: tokio::task::JoinHandle<()>,
-    inner: Arc<Inner>,
+    inner: Arc<Worker>,
 }
 
 /// Declare the mailbox and start serving control commands.
-pub async fn start(inner: Arc<Inner>) -> Result<Pidbox, celeriac::transport::TransportError> {
+pub async fn start(inner: Arc<Worker>) -> Result<Pidbox, celeriac::transport::TransportError> {
     declare(&inner).await?;
     // Subscribe before returning, so a request sent right after start-up is not missed.
     let pubsub = subscribe(&inner).await?;
@@ -63,7 +64,7 @@ impl Pidbox {
     }
 }
 
-async fn declare(inner: &Inner) -> Result<(), celeriac::transport::TransportError> {
+async fn declare(inner: &Worker) -> Result<(), celeriac::transport::TransportError> {
     let member = keys::binding_member("", "", &keys::pidbox_queue(&inner.cfg.node));
     let _: i64 = scripts::REFRESH_BINDING
         .key(keys::binding(keys::PIDBOX_EXCHANGE))
@@ -77,7 +78,7 @@ async fn declare(inner: &Inner) -> Result<(), celeriac::transport::TransportErro
 }
 
 async fn subscribe(
-    inner: &Inner,
+    inner: &Worker,
 ) -> Result<redis::aio::PubSub, celeriac::transport::TransportError> {
     let mut pubsub = inner
         .broker
@@ -91,7 +92,7 @@ async fn subscribe(
     Ok(pubsub)
 }
 
-async fn serve(inner: Arc<Inner>, mut first: Option<redis::aio::PubSub>) {
+async fn serve(inner: Arc<Worker>, mut first: Option<redis::aio::PubSub>) {
     let mut backoff = Duration::from_millis(100);
     let mut last_refresh = tokio::time::Instant::now();
     loop {
@@ -133,7 +134,7 @@ async fn serve(inner: Arc<Inner>, mut first: Option<redis::aio::PubSub>) {
     }
 }
 
-async fn handle(inner: &Arc<Inner>, payload: &[u8]) {
+async fn handle(inner: &Arc<Worker>, payload: &[u8]) {
     let env = match Envelope::decode(payload) {
         Ok(e) => e,
         Err(e) => {
@@ -177,7 +178,7 @@ async fn handle(inner: &Arc<Inner>, payload: &[u8]) {
 /// Publish a reply to a direct exchange the way kombu routes it: every bound queue whose
 /// routing key equals ours gets an LPUSH.
 async fn send_reply(
-    inner: &Inner,
+    inner: &Worker,
     body: &Value,
     ticket: &str,
     exchange: &str,
@@ -200,7 +201,7 @@ async fn send_reply(
 }
 
 /// Run one command; `None` means no reply (shutdown, casts that return nothing).
-async fn dispatch(inner: &Arc<Inner>, req: &ControlRequest) -> Option<Value> {
+async fn dispatch(inner: &Arc<Worker>, req: &ControlRequest) -> Option<Value> {
     let args = &req.arguments;
     let s = &inner.state;
     let node = &inner.cfg.node;
@@ -478,7 +479,7 @@ fn revoke_ids(task_id: Option<&Value>) -> Result<Vec<String>, Value> {
 }
 
 async fn revoke(
-    inner: &Arc<Inner>,
+    inner: &Arc<Worker>,
     task_id: Option<&Value>,
     terminate: bool,
     signal: Option<&Value>,
@@ -577,7 +578,7 @@ fn rusage() -> Value {
     })
 }
 
-fn stats(inner: &Inner) -> Value {
+fn stats(inner: &Worker) -> Value {
     let s = &inner.state;
     let cfg = &inner.cfg;
     let url = inner.broker.url();
@@ -627,7 +628,7 @@ fn stats(inner: &Inner) -> Value {
     })
 }
 
-fn conf(inner: &Inner) -> Value {
+fn conf(inner: &Worker) -> Value {
     let cfg = &inner.cfg;
     let secs = |d: Option<Duration>| d.map(|d| json!(d.as_secs_f64())).unwrap_or(Value::Null);
     json!({

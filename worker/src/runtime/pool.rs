@@ -1,13 +1,13 @@
-//! Executing tasks: in-process (`-P solo`/`threads`) or one child process per slot, replaced
-//! after `--max-tasks-per-child` tasks (`1` = a fresh process for every task, the JWQL mode).
+//! The prefork executor: one child process per slot, replaced after `--max-tasks-per-child`
+//! tasks (`1` = a fresh process for every task, the JWQL mode).
 //!
 //! A standby child is spawned ahead of time for each slot, so the spawn cost (~1.5 ms) is
 //! paid while the previous task runs, not on the critical path. Children run in their own
 //! process group; a hard time limit, a revoke with `terminate`, or a cold shutdown kills the
 //! whole group (the task and anything it started) with one `kill(-pgid, sig)`.
 
-use super::child::{ChildReport, ChildRequest, PARENT_PID_ENV, execute};
-use celeriac::task::Registry;
+use super::child::{ChildReport, ChildRequest, PARENT_PID_ENV};
+use super::executor::{ExecOutcome, Executor, RunFuture};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -15,67 +15,6 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::sync::mpsc;
-
-/// How a run ended.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ExecOutcome {
-    /// The task body finished (value, exception or retry request).
-    Done(super::child::ChildOutcome),
-    /// The process running it died (signal, abort, OOM kill): `WorkerLostError`.
-    WorkerLost(String),
-    /// Killed at the hard time limit (seconds).
-    TimeLimit(f64),
-    /// Killed by a revoke with `terminate` (signal number).
-    Terminated(i32),
-}
-
-/// Runs tasks.
-#[derive(Debug)]
-pub enum Executor {
-    /// In the worker process, on the blocking thread pool.
-    InProcess(Arc<Registry>),
-    /// In child processes.
-    Children(Arc<ChildPool>),
-}
-
-impl Executor {
-    /// Run one request. `started` is told the pid running it; `terminate` receives a signal
-    /// number to kill it early.
-    pub async fn run(
-        &self,
-        req: ChildRequest,
-        hard_limit: Option<Duration>,
-        started: impl FnOnce(u32),
-        mut terminate: mpsc::UnboundedReceiver<i32>,
-    ) -> ExecOutcome {
-        match self {
-            Executor::InProcess(registry) => {
-                started(std::process::id());
-                // The body runs right here, on this runtime thread: the worker starts its
-                // runtime with one thread per slot plus two, so slots blocking their threads
-                // never starve heartbeats, pidbox or the consumer, and a tiny task costs no
-                // hand-off to another thread.
-                ExecOutcome::Done(execute(registry, &req))
-            }
-            Executor::Children(pool) => pool.run(req, hard_limit, started, &mut terminate).await,
-        }
-    }
-
-    /// Kill every running child's process group (cold shutdown).
-    pub fn kill_all(&self) {
-        if let Executor::Children(pool) = self {
-            pool.kill_all();
-        }
-    }
-
-    /// Pids of standby and running children (for `stats.pool.processes`).
-    pub fn pids(&self) -> Vec<u32> {
-        match self {
-            Executor::InProcess(_) => vec![std::process::id()],
-            Executor::Children(pool) => pool.pids(),
-        }
-    }
-}
 
 struct ChildProc {
     child: Child,
@@ -123,7 +62,7 @@ impl ChildPool {
     }
 
     /// Spawn the standbys now (worker start-up).
-    pub async fn warm_up(self: &Arc<Self>) -> std::io::Result<()> {
+    pub fn warm_up(&self) -> std::io::Result<()> {
         for _ in 0..self.standby_target {
             let c = self.spawn()?;
             self.standby.lock().expect("standby").push(ChildProcSlot(c));
@@ -202,7 +141,7 @@ impl ChildPool {
         self: &Arc<Self>,
         req: ChildRequest,
         hard_limit: Option<Duration>,
-        started: impl FnOnce(u32),
+        started: Box<dyn FnOnce(u32) + Send + '_>,
         terminate: &mut mpsc::UnboundedReceiver<i32>,
     ) -> ExecOutcome {
         let mut c = match self.take() {
@@ -288,7 +227,7 @@ impl ChildPool {
         (outcome, false)
     }
 
-    fn kill_all(&self) {
+    fn kill_children(&self) {
         for pid in self.running.lock().expect("running").iter() {
             kill_group(*pid, libc::SIGKILL);
         }
@@ -297,7 +236,7 @@ impl ChildPool {
         }
     }
 
-    fn pids(&self) -> Vec<u32> {
+    fn child_pids(&self) -> Vec<u32> {
         let mut v: Vec<u32> = self.running.lock().expect("running").clone();
         v.extend(
             self.standby
@@ -307,6 +246,28 @@ impl ChildPool {
                 .map(|s| s.0.pid),
         );
         v
+    }
+}
+
+impl Executor for Arc<ChildPool> {
+    fn run<'a>(
+        &'a self,
+        req: ChildRequest,
+        hard_limit: Option<Duration>,
+        started: Box<dyn FnOnce(u32) + Send + 'a>,
+        mut terminate: mpsc::UnboundedReceiver<i32>,
+    ) -> RunFuture<'a> {
+        Box::pin(
+            async move { ChildPool::run(self, req, hard_limit, started, &mut terminate).await },
+        )
+    }
+
+    fn kill_all(&self) {
+        self.kill_children();
+    }
+
+    fn pids(&self) -> Vec<u32> {
+        self.child_pids()
     }
 }
 

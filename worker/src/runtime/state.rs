@@ -247,16 +247,39 @@ impl State {
         }
     }
 
-    /// Mark a request's message as acked (no more lease refresh or requeue).
-    pub fn mark_acked(&self, tag: &str) {
+    /// The request held under `tag` starts running: record how to terminate it, its start
+    /// time and whether its message is acked already (early ack, as Celery acks when the
+    /// pool accepts the job: no more lease refresh, and it no longer counts against prefetch).
+    pub fn start(
+        &self,
+        tag: &str,
+        terminate: mpsc::UnboundedSender<i32>,
+        time_start: f64,
+        acked: bool,
+    ) {
         if let Some(h) = self.held.lock().expect("held").get_mut(tag) {
-            h.unacked = false;
-            if let Phase::Active { acknowledged, .. } = &mut h.phase {
-                *acknowledged = true;
+            h.terminate = Some(terminate);
+            h.phase = Phase::Active {
+                time_start,
+                worker_pid: None,
+                acknowledged: acked,
+            };
+            if acked {
+                h.unacked = false;
             }
         }
-        // With early ack Celery counts only unacked messages against prefetch.
-        self.released.notify_waiters();
+        if acked {
+            self.released.notify_waiters();
+        }
+    }
+
+    /// Record the pid of the process running the request held under `tag`.
+    pub fn set_worker_pid(&self, tag: &str, pid: u32) {
+        if let Some(h) = self.held.lock().expect("held").get_mut(tag)
+            && let Phase::Active { worker_pid, .. } = &mut h.phase
+        {
+            *worker_pid = Some(pid);
+        }
     }
 
     /// Stop holding the request held under `tag`.
@@ -264,6 +287,11 @@ impl State {
         let h = self.held.lock().expect("held").remove(tag);
         self.released.notify_waiters();
         h
+    }
+
+    /// Whether the request of delivery `tag` is still held here.
+    pub fn is_held(&self, tag: &str) -> bool {
+        self.held.lock().expect("held").contains_key(tag)
     }
 
     /// Whether a request with task id `id` is running here (any of its messages).

@@ -1,0 +1,344 @@
+//! Settling a message: results stored (with the late ack in the same atomic step when the
+//! backend is the broker's database), events, callbacks and chord joins, acks, requeues and
+//! the REVOKED of discarded requests (`celery/app/trace.py`, `Request.on_failure`,
+//! `Request._announce_revoked`). Every result and ack write of the worker goes through here,
+//! with retries for what a reconnect can mend.
+
+use super::callbacks;
+use super::child::ChildOutcome;
+use super::executor::ExecOutcome;
+use super::request::{AckPlan, Request};
+use super::shutdown::Phase;
+use super::worker::Worker;
+use celeriac::protocol::result::ExtendedFields;
+use celeriac::protocol::{Envelope, ExceptionInfo, ResultMeta, State as TaskState, TaskMessage};
+use celeriac::transport::{Delivery, keys};
+use serde_json::{Map, Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Run `op` until it succeeds, with capped exponential backoff (100 ms doubling to 2 s), at
+/// most `attempts` times. A Redis restart or failover must cost retries, not results or acks.
+pub(super) async fn retrying<T, E, F, Fut>(
+    what: &str,
+    key: &str,
+    attempts: u32,
+    mut op: F,
+) -> Option<T>
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let mut delay = Duration::from_millis(100);
+    for attempt in 0..attempts {
+        match op().await {
+            Ok(v) => return Some(v),
+            Err(e) => {
+                tracing::warn!(%key, attempt, error = %e, "{what} failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+    tracing::error!(%key, "giving up: {what}");
+    None
+}
+
+pub(super) async fn ack(inner: &Worker, d: &Delivery) {
+    // If the ack is given up, the message stays in unacked for the sweeper, and the
+    // idempotency guard sees its SUCCESS when it comes back.
+    retrying("ack", &d.tag, 40, || inner.broker.ack(&d.tag)).await;
+}
+
+/// Store `meta`; when `ack_tag` is given and the broker is the backend's database, ack that
+/// message in the same atomic step. Returns whether the message was acked.
+pub(super) async fn store_acking(inner: &Worker, meta: &ResultMeta, ack_tag: Option<&str>) -> bool {
+    let Some(tag) = ack_tag.filter(|_| inner.same_database) else {
+        store(inner, meta).await;
+        return false;
+    };
+    retrying("storing the result", &meta.task_id, 60, || {
+        inner.backend.store_and_ack(meta, tag)
+    })
+    .await
+    .is_some()
+}
+
+pub(super) async fn store(inner: &Worker, meta: &ResultMeta) {
+    retrying("storing the result", &meta.task_id, 60, || {
+        inner.backend.store(meta)
+    })
+    .await;
+}
+
+pub(super) fn fields(pairs: &[(&str, Value)]) -> Map<String, Value> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect()
+}
+
+/// Add group/parent/extended fields to a meta, as `_get_result_meta` does.
+pub(super) fn meta_for(inner: &Worker, msg: &TaskMessage, mut meta: ResultMeta) -> ResultMeta {
+    meta.group_id = msg.headers.group.clone();
+    meta.parent_id = msg.headers.parent_id.clone();
+    if inner.cfg.result_extended {
+        meta.extended = Some(ExtendedFields {
+            name: msg.headers.task.clone(),
+            args: msg.args.clone(),
+            kwargs: msg.kwargs.clone(),
+            worker: inner.cfg.node.clone(),
+            retries: msg.headers.retries,
+            queue: msg.queue().to_string(),
+        });
+    }
+    meta
+}
+
+/// What to do with the message once the outcome is stored.
+enum AckAction {
+    /// Ack it (a no-op under early ack, which acked when the request started). Also what
+    /// kombu's `reject(requeue=False)` amounts to on Redis: Celery rejects a late-acked
+    /// failure that way when `task_acks_on_failure_or_timeout` is false.
+    Ack,
+    /// Give it back to its queue.
+    Requeue,
+    /// Nothing left to do: the ack rode with the stored result.
+    Nothing,
+}
+
+pub(super) async fn republish_front(inner: &Worker, d: &Delivery) {
+    let Ok(mut env) = Envelope::decode(&d.raw) else {
+        return;
+    };
+    env.mark_redelivered();
+    let key = keys::queue_key(d.queue(), env.properties.priority);
+    let r: redis::RedisResult<i64> = redis::cmd("RPUSH")
+        .arg(key)
+        .arg(env.encode())
+        .query_async(&mut inner.broker.conn())
+        .await;
+    if let Err(e) = r {
+        tracing::error!(tag = %d.tag, error = %e, "could not put the message back");
+    }
+}
+
+/// Settle a request's message after its run: store the outcome, send its events, run its
+/// callbacks and chord join, then ack, requeue or republish it as its [`AckPlan`] says.
+pub(super) async fn settle(
+    worker: &Arc<Worker>,
+    request: &Request,
+    plan: AckPlan,
+    outcome: ExecOutcome,
+    runtime: f64,
+    job: u64,
+) {
+    let Request { msg, delivery, .. } = request;
+    match finish(worker, msg, outcome, runtime, job, plan, &delivery.tag).await {
+        AckAction::Ack if plan != AckPlan::Early => ack(worker, delivery).await,
+        AckAction::Requeue if plan == AckPlan::Early => {
+            // Already acked: give the message back by publishing it again, front of the queue.
+            republish_front(worker, delivery).await;
+        }
+        AckAction::Requeue => {
+            if let Err(e) = worker
+                .broker
+                .requeue(delivery, worker.shutdown.phase() < Phase::Cold)
+                .await
+            {
+                tracing::error!(task_id = %msg.headers.id, error = %e, "requeue failed; the message stays in unacked");
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Turn an outcome into stored state, events, callbacks and the ack decision
+/// (`celery/app/trace.py` and `Request.on_failure` / `on_timeout`).
+async fn finish(
+    inner: &Arc<Worker>,
+    msg: &TaskMessage,
+    outcome: ExecOutcome,
+    runtime: f64,
+    job: u64,
+    plan: AckPlan,
+    tag: &str,
+) -> AckAction {
+    // With late ack, the result and the ack can be written in one step.
+    let late_tag = matches!(plan, AckPlan::Late { .. }).then_some(tag);
+    let id = &msg.headers.id;
+    let name = &msg.headers.task;
+    let cold = inner.shutdown.phase() >= Phase::Cold;
+    match outcome {
+        ExecOutcome::Done(ChildOutcome::Ok(value)) => {
+            let children = callbacks::on_success(inner, msg, &value).await;
+            let mut acked = false;
+            if msg.headers.ignore_result != Some(true) {
+                let mut meta = meta_for(
+                    inner,
+                    msg,
+                    ResultMeta::new(id, TaskState::Success, value.clone()),
+                );
+                meta.children = children;
+                // A chord member acks only after its join step, below.
+                let tag = late_tag.filter(|_| msg.embed.chord.is_none());
+                acked = store_acking(inner, &meta, tag).await;
+            }
+            callbacks::chord_part(inner, msg, &TaskState::Success, &value).await;
+            tracing::info!(task_id = %id, task = %name, runtime, "Task {name}[{id}] succeeded in {runtime:.6}s: {}", celeriac::protocol::pyrepr::repr(&value));
+            inner.events.task(
+                "task-succeeded",
+                fields(&[
+                    ("uuid", json!(id)),
+                    ("result", json!(celeriac::protocol::pyrepr::repr(&value))),
+                    ("runtime", json!(runtime)),
+                ]),
+            );
+            if acked {
+                AckAction::Nothing
+            } else {
+                AckAction::Ack
+            }
+        }
+        ExecOutcome::Done(ChildOutcome::Err { exc, traceback }) => {
+            let tb = traceback.unwrap_or_else(|| exc.traceback(name));
+            if fail(inner, msg, &exc, Some(tb), late_tag).await {
+                AckAction::Nothing
+            } else {
+                AckAction::Ack
+            }
+        }
+        ExecOutcome::Done(ChildOutcome::Retry {
+            countdown,
+            max_retries,
+            exc,
+        }) => {
+            if max_retries.is_some_and(|m| msg.headers.retries >= m) {
+                let tb = exc.traceback(name);
+                fail(inner, msg, &exc, Some(tb), None).await;
+                return AckAction::Ack;
+            }
+            callbacks::retry(inner, msg, countdown, &exc).await;
+            AckAction::Ack
+        }
+        ExecOutcome::TimeLimit(secs) => {
+            tracing::error!(task_id = %id, "Hard time limit ({secs}s) exceeded for {name}[{id}]");
+            if let AckPlan::Late {
+                on_failure_or_timeout: false,
+                ..
+            } = plan
+            {
+                // `Request.on_timeout`: `reject(requeue=True)` when timeouts are not acked.
+                return AckAction::Requeue;
+            }
+            // `TimeLimitExceeded(job._timeout)`: the limit as Celery holds it, the message's
+            // number as sent (`1` stays an int), else a float (the worker's `--time-limit`
+            // and `control time_limit` are parsed as floats: `1.0`).
+            let limit = msg.headers.timelimit[0]
+                .clone()
+                .filter(|n| n.as_f64().is_some_and(|s| s > 0.0))
+                .map(Value::Number)
+                .unwrap_or_else(|| json!(secs));
+            let exc = ExceptionInfo {
+                exc_message: vec![limit],
+                ..ExceptionInfo::time_limit(secs)
+            };
+            fail(inner, msg, &exc, None, None).await;
+            AckAction::Ack
+        }
+        ExecOutcome::Terminated(sig) => {
+            let exc = ExceptionInfo::revoked("terminated");
+            let meta = meta_for(
+                inner,
+                msg,
+                ResultMeta::exception(id, TaskState::Revoked, &exc, None),
+            );
+            store(inner, &meta).await;
+            inner.events.task(
+                "task-revoked",
+                fields(&[
+                    ("uuid", json!(id)),
+                    ("terminated", json!(true)),
+                    ("signum", json!(sig)),
+                    ("expired", json!(false)),
+                ]),
+            );
+            AckAction::Ack
+        }
+        ExecOutcome::WorkerLost(detail) => {
+            if cold {
+                // Killed by our own cold shutdown: give the message back, store nothing.
+                return AckAction::Requeue;
+            }
+            let detail = format!("{detail} Job: {job}.").replace(". Job:", " Job:");
+            tracing::error!(task_id = %id, "Process running {name}[{id}] lost: {detail}");
+            if let AckPlan::Late {
+                reject_on_worker_lost: true,
+                ..
+            } = plan
+            {
+                return AckAction::Requeue;
+            }
+            let exc = ExceptionInfo::worker_lost(detail.clone());
+            let tb = format!(
+                "Traceback (most recent call last):\nbilliard.exceptions.WorkerLostError: {detail}\n"
+            );
+            fail(inner, msg, &exc, Some(tb), None).await;
+            AckAction::Ack
+        }
+    }
+}
+
+/// Store FAILURE (acking with it when `ack_tag` is given and possible); returns whether acked.
+pub(super) async fn fail(
+    inner: &Arc<Worker>,
+    msg: &TaskMessage,
+    exc: &ExceptionInfo,
+    tb: Option<String>,
+    ack_tag: Option<&str>,
+) -> bool {
+    let id = &msg.headers.id;
+    tracing::error!(task_id = %id, task = %msg.headers.task, "Task {}[{}] raised unexpected: {}", msg.headers.task, id, exc.repr());
+    callbacks::on_failure(inner, msg).await;
+    let meta = meta_for(
+        inner,
+        msg,
+        ResultMeta::exception(id, TaskState::Failure, exc, tb.clone()),
+    );
+    let acked = store_acking(inner, &meta, ack_tag.filter(|_| msg.embed.chord.is_none())).await;
+    callbacks::chord_part(inner, msg, &TaskState::Failure, &meta.result).await;
+    inner.events.task(
+        "task-failed",
+        fields(&[
+            ("uuid", json!(id)),
+            ("exception", json!(exc.repr())),
+            ("traceback", json!(tb.unwrap_or_default())),
+        ]),
+    );
+    acked
+}
+
+/// Discard a revoked/expired message: REVOKED stored, `task-revoked`, ack
+/// (`Request._announce_revoked`).
+pub(super) async fn revoke_message(inner: &Worker, msg: &TaskMessage, d: &Delivery, reason: &str) {
+    let id = &msg.headers.id;
+    tracing::info!(task_id = %id, %reason, "Discarding revoked task: {}[{}]", msg.headers.task, id);
+    let exc = ExceptionInfo::revoked(reason);
+    let meta = meta_for(
+        inner,
+        msg,
+        ResultMeta::exception(id, TaskState::Revoked, &exc, None),
+    );
+    store(inner, &meta).await;
+    inner.events.task(
+        "task-revoked",
+        fields(&[
+            ("uuid", json!(id)),
+            ("terminated", json!(false)),
+            ("signum", Value::Null),
+            ("expired", json!(reason == "expired")),
+        ]),
+    );
+    ack(inner, d).await;
+}

@@ -1,0 +1,235 @@
+//! One request's run: from a free slot to a settled message. It reads its message once,
+//! checks revocation and the idempotency guard, acks early (Celery's default) or plans the
+//! late ack, hands the task to the executor under the effective time limits, and gives the
+//! outcome to [`super::outcome`].
+
+use super::callbacks;
+use super::child::ChildRequest;
+use super::executor::ExecOutcome;
+use super::outcome;
+use super::state::{self, Phase as HeldPhase};
+use super::worker::Worker;
+use celeriac::protocol::{ResultMeta, State as TaskState, TaskMessage, time};
+use celeriac::transport::Delivery;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// `revoked` (in the revoked set) or `expired` (past its `expires`), if either applies.
+pub(super) fn revoked_reason(inner: &Worker, msg: &TaskMessage) -> Option<&'static str> {
+    if inner
+        .state
+        .revoked
+        .lock()
+        .expect("revoked")
+        .contains(&msg.headers.id)
+    {
+        return Some("revoked");
+    }
+    if let Ok(Some(exp)) = msg.headers.expires_time()
+        && exp <= chrono::Utc::now()
+    {
+        return Some("expired");
+    }
+    None
+}
+
+/// A message this worker holds, from intake to settlement: its delivery tag (the key of
+/// its read view in [`state::State::held`], which `inspect` and `revoke` use), the decoded
+/// message and the delivery, shared with that view. It moves intake → dispatch → [`run`];
+/// nothing looks it up again.
+#[derive(Debug, Clone)]
+pub(super) struct Request {
+    pub(super) tag: String,
+    pub(super) msg: Arc<TaskMessage>,
+    pub(super) delivery: Arc<Delivery>,
+}
+
+/// When the message of a running request is acked, decided once as it starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum AckPlan {
+    /// Acked as the request starts (Celery's default: when the pool accepts the job); a
+    /// message to give back is published again.
+    Early,
+    /// Acked after the outcome is stored (`task_acks_late`).
+    Late {
+        /// A process lost mid-task requeues the message (`task_reject_on_worker_lost`).
+        reject_on_worker_lost: bool,
+        /// Failures and timeouts are acked too (`task_acks_on_failure_or_timeout`, default
+        /// true); when false, a failure is rejected (removed) and a timeout requeued.
+        on_failure_or_timeout: bool,
+    },
+}
+
+impl AckPlan {
+    fn of(cfg: &super::config::WorkerConfig) -> Self {
+        if cfg.acks_late {
+            AckPlan::Late {
+                reject_on_worker_lost: cfg.reject_on_worker_lost,
+                on_failure_or_timeout: cfg.acks_on_failure_or_timeout,
+            }
+        } else {
+            AckPlan::Early
+        }
+    }
+}
+
+/// Run a request in the slot it was given and settle its message.
+pub(super) async fn run(worker: &Arc<Worker>, request: Request) {
+    let Request { tag, msg, delivery } = &request;
+    if !worker.state.is_held(tag) {
+        // A stopping worker gave the message back while this request waited for its slot.
+        return;
+    }
+    let id = msg.headers.id.as_str();
+    if let Some(reason) = revoked_reason(worker, msg) {
+        outcome::revoke_message(worker, msg, delivery, reason).await;
+        worker.state.release(tag);
+        return;
+    }
+    // Idempotency guard: a redelivered message whose task already succeeded is acked, not re-run.
+    let redelivered = msg
+        .headers
+        .extra
+        .get("redelivered")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    if worker.cfg.skip_succeeded
+        && redelivered
+        && let Ok(Some(done)) = worker.backend.get(id).await
+        && done.status == TaskState::Success
+    {
+        tracing::warn!(task_id = %id, "redelivered task already succeeded; acking without running it again");
+        // A crash may have fallen between storing the result and the chord join: join again
+        // (the join counts each header task once, so a second call cannot count twice).
+        callbacks::chord_part(worker, msg, &TaskState::Success, &done.result).await;
+        outcome::ack(worker, delivery).await;
+        worker.state.release(tag);
+        return;
+    }
+    let (term_tx, term_rx) = mpsc::unbounded_channel();
+    let plan = AckPlan::of(&worker.cfg);
+    worker.state.start(
+        tag,
+        term_tx,
+        time::unix_now(),
+        matches!(plan, AckPlan::Early),
+    );
+    if plan == AckPlan::Early {
+        // Celery acks when the pool accepts the job; the ack's round trip overlaps the run.
+        let w = worker.clone();
+        let d = delivery.clone();
+        tokio::spawn(async move { outcome::ack(&w, &d).await });
+    }
+    worker
+        .events
+        .task("task-started", outcome::fields(&[("uuid", json!(id))]));
+    if worker.cfg.track_started {
+        let mut m = ResultMeta::new(
+            id,
+            TaskState::Started,
+            json!({"pid": std::process::id(), "hostname": worker.cfg.node}),
+        );
+        m.children = Value::Null;
+        outcome::store(worker, &outcome::meta_for(worker, msg, m)).await;
+    }
+    let (hard, soft) = effective_time_limits(
+        msg.headers.time_limits(),
+        worker
+            .state
+            .time_limits
+            .lock()
+            .expect("time limits")
+            .get(&msg.headers.task)
+            .copied(),
+        (worker.cfg.time_limit, worker.cfg.soft_time_limit),
+    );
+    let req = ChildRequest {
+        task: msg.headers.task.clone(),
+        id: id.to_string(),
+        args: msg.args.clone(),
+        kwargs: msg.kwargs.clone(),
+        retries: msg.headers.retries,
+        hostname: worker.cfg.node.clone(),
+        soft_time_limit: soft.map(|d| d.as_secs_f64()),
+    };
+    let job = worker.jobs.fetch_add(1, Ordering::Relaxed);
+    let t0 = Instant::now();
+    let state = worker.state.clone();
+    let outcome = worker
+        .executor
+        .run(
+            req,
+            hard,
+            Box::new(move |pid| state.set_worker_pid(tag, pid)),
+            term_rx,
+        )
+        .await;
+    let runtime = t0.elapsed().as_secs_f64();
+    if !matches!(outcome, ExecOutcome::Done(_)) {
+        release_locks_of_dead_child(worker, tag);
+    }
+    outcome::settle(worker, &request, plan, outcome, runtime, job).await;
+    worker.state.count_done(&msg.headers.task);
+    worker.state.release(tag);
+}
+
+/// The `(hard, soft)` limits a request runs under. Each limit is taken, in Celery's order
+/// (`Request.execute_using_pool`: `soft_time_limit or task.soft_time_limit`, the task's
+/// attribute being what `control time_limit` changes, then the pool's defaults), from the
+/// message, then a `control time_limit` for the task's name, then the worker's flags. A
+/// zero or negative value counts as unset, as Python's `or` treats `0`.
+pub(super) fn effective_time_limits(
+    message: (Option<f64>, Option<f64>),
+    control: Option<state::TimeLimits>,
+    worker: (Option<Duration>, Option<Duration>),
+) -> (Option<Duration>, Option<Duration>) {
+    let pick = |m: Option<f64>, c: Option<f64>, w: Option<Duration>| {
+        m.filter(|s| *s > 0.0)
+            .or(c.filter(|s| *s > 0.0))
+            .map(Duration::from_secs_f64)
+            .or(w)
+    };
+    let (ch, cs) = control.unwrap_or((None, None));
+    (pick(message.0, ch, worker.0), pick(message.1, cs, worker.1))
+}
+
+/// A task's process died or was killed: free the global locks it held at once (instead of
+/// after their TTL), as the lock library records the holder's pid beside each lock.
+pub(super) fn release_locks_of_dead_child(inner: &Worker, tag: &str) {
+    let (pid, task_id) = match inner
+        .state
+        .held
+        .lock()
+        .expect("held")
+        .get(tag)
+        .map(|h| (h.phase.clone(), h.msg.headers.id.clone()))
+    {
+        Some((
+            HeldPhase::Active {
+                worker_pid: Some(pid),
+                ..
+            },
+            task_id,
+        )) if pid != std::process::id() => (pid, task_id),
+        _ => return,
+    };
+    tokio::spawn(async move {
+        let url = locks::Client::url_from_env();
+        let released = match locks::Client::open(&url) {
+            Ok(client) => locks::admin::release_held_by_pid(&client, pid).await,
+            Err(e) => Err(e),
+        };
+        match released {
+            Ok(names) if !names.is_empty() => {
+                tracing::warn!(%task_id, pid, locks = ?names, "released the locks of a task whose process died")
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(%task_id, pid, error = %e, "could not release the locks of a dead task process")
+            }
+        }
+    });
+}

@@ -1,0 +1,141 @@
+//! The running worker's shared parts ([`Worker`]): configuration, broker and backend
+//! connections, the task registry, the held-request state, events, the executor, the
+//! shutdown phase and the slots. One `Arc<Worker>` is shared by the consumer, dispatch,
+//! requests, the pidbox server and the background loops. Also how the worker ends
+//! ([`Exit`]), what stops it from starting ([`WorkerError`]), and the start-up connection
+//! wait Celery does (`broker_connection_retry_on_startup`).
+
+use super::config::WorkerConfig;
+use super::events::Events;
+use super::executor::Executor;
+use super::request::Request;
+use super::shutdown::{Phase, Shutdown};
+use super::state::State;
+use celeriac::backend::Backend;
+use celeriac::task::Registry;
+use celeriac::transport::Broker;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::time::Duration;
+use tokio::sync::{Semaphore, mpsc};
+
+/// Errors that stop a worker from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// Broker.
+    #[error("broker: {0}")]
+    Transport(#[from] celeriac::transport::TransportError),
+    /// Backend.
+    #[error("result backend: {0}")]
+    Backend(#[from] celeriac::backend::BackendError),
+    /// Spawning or I/O.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// How the worker ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Warm shutdown completed.
+    Warm,
+    /// Cold shutdown.
+    Cold,
+}
+
+/// The running worker (shared by its tasks).
+#[derive(Debug)]
+pub struct Worker {
+    /// Config.
+    pub cfg: WorkerConfig,
+    /// Broker.
+    pub broker: Broker,
+    /// Backend.
+    pub backend: Backend,
+    /// Tasks served.
+    pub registry: Arc<Registry>,
+    /// Shared state.
+    pub state: Arc<State>,
+    /// Events.
+    pub events: Events,
+    /// Executor.
+    pub executor: Box<dyn Executor>,
+    /// Shutdown.
+    pub shutdown: Shutdown,
+    /// Runnable requests (delivery tags), in order.
+    pub(super) ready_tx: mpsc::UnboundedSender<Request>,
+    /// Slots.
+    pub(super) slots: Arc<Semaphore>,
+    /// Requests queued for a slot (so a new one never overtakes them).
+    pub(super) waiting: AtomicUsize,
+    /// Job counter (billiard's "Job: N").
+    pub(super) jobs: AtomicU64,
+    /// Queues currently consumed (add_consumer/cancel_consumer change it).
+    pub queues: std::sync::Mutex<Vec<String>>,
+    /// Signalled when the queue set changes.
+    pub queues_changed: tokio::sync::Notify,
+    /// Broker and backend are the same database: a late ack can ride with the result.
+    pub(super) same_database: bool,
+    /// The main runtime, where requests run (the consumer has a thread of its own).
+    pub(super) main: tokio::runtime::Handle,
+}
+
+/// An error [`connect_at_startup`] may wait out.
+pub(super) trait Transient {
+    fn is_transient(&self) -> bool;
+}
+
+impl Transient for celeriac::transport::TransportError {
+    fn is_transient(&self) -> bool {
+        celeriac::transport::TransportError::is_transient(self)
+    }
+}
+
+impl Transient for celeriac::backend::BackendError {
+    fn is_transient(&self) -> bool {
+        celeriac::backend::BackendError::is_transient(self)
+    }
+}
+
+/// Connect at start-up the way Celery's consumer does (`broker_connection_retry_on_startup`,
+/// kombu's `ensure_connection`): while the server is unreachable, log and try again after
+/// 2 s, 4 s, 6 s … up to 30 s between attempts, at most `connection_max_retries` times. A
+/// fleet started by systemd before its Redis waits for it instead of dying. Errors that
+/// waiting cannot mend (a wrong password, a bad URL) fail at once. `None` when a shutdown
+/// was asked for while waiting.
+pub(super) async fn connect_at_startup<T, E, F, Fut>(
+    cfg: &WorkerConfig,
+    shutdown: &Shutdown,
+    url: &str,
+    mut connect: F,
+) -> Result<Option<T>, WorkerError>
+where
+    E: Transient + std::fmt::Display + Into<WorkerError>,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let mut attempt: u32 = 0;
+    loop {
+        let e = match connect().await {
+            Ok(v) => return Ok(Some(v)),
+            Err(e) => e,
+        };
+        attempt += 1;
+        let gave_up = cfg.connection_max_retries.is_some_and(|max| attempt > max);
+        if !e.is_transient() || !cfg.connection_retry_on_startup || gave_up {
+            return Err(e.into());
+        }
+        let wait = Duration::from_secs(u64::from(attempt.min(15)) * 2);
+        let of = cfg
+            .connection_max_retries
+            .map_or_else(|| "no limit".to_string(), |m| m.to_string());
+        tracing::error!(
+            "consumer: Cannot connect to {}: {e}.\nTrying again in {:.2} seconds... ({attempt}/{of})",
+            celeriac::url::redact(url),
+            wait.as_secs_f64()
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.reached(Phase::Warm) => return Ok(None),
+        }
+    }
+}
