@@ -5,9 +5,13 @@
 //! - [`protocol`] — pure wire types: the kombu envelope, task messages (v2, v1 on read),
 //!   result metas, exceptions, control (pidbox) and event payloads. No I/O, no async.
 //! - [`transport`] — kombu's Redis transport: every key name ([`transport::keys`]), the Lua
-//!   scripts, publishing, the atomic claim, ack/reject/restore, bindings, fanout.
-//! - [`backend`] — the Redis result backend: storing metas (SETEX + PUBLISH) and waiting.
-//! - [`client`] — what a monitor uses: `send_task`, `AsyncResult`.
+//!   scripts, publishing, the atomic claim, ack/reject/restore, bindings, fanout, the
+//!   dead-letter list ([`transport::dead`]) and what operators ask of queues
+//!   ([`transport::admin`]).
+//! - [`backend`] — the Redis result backend: storing metas (SETEX + PUBLISH), waiting, and
+//!   finding failures.
+//! - [`client`] — what a monitor uses: `send_task`, `AsyncResult`, remote control, events
+//!   and the live workers their heartbeats reveal.
 //! - [`task`] — the registry of task functions a worker serves and the error type a task
 //!   returns (so Python sees the exception it expects).
 //! - [`url`] — broker/backend URL parsing (incl. Sentinel) and redaction.
@@ -28,6 +32,10 @@ pub use backend::Backend;
 pub use client::{AsyncResult, Client, SendOptions};
 pub use protocol::{Envelope, ExceptionInfo, ResultMeta, State, TaskMessage};
 pub use transport::Broker;
+
+/// Celery's `task_default_queue`: where a task goes, and what a worker consumes, when no
+/// queue is named.
+pub const DEFAULT_QUEUE: &str = transport::keys::DEFAULT_QUEUE;
 
 /// Version string reported as `sw_ver` in events and in `stats`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

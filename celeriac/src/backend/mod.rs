@@ -1,7 +1,8 @@
 //! The Redis result backend (`celery/backends/redis.py`): storing result metas under
 //! `celery-task-meta-<id>` with an expiry and publishing the same bytes on the channel of
 //! the same name, and waiting for a ready state the way `AsyncResult.get()` does
-//! (SUBSCRIBE first, then GET, then wait — so no update can slip between the two).
+//! (SUBSCRIBE first, then GET, then wait — so no update can slip between the two); and, for
+//! operators, finding the failures it holds ([`Backend::failures`]).
 
 pub mod chord;
 
@@ -288,6 +289,42 @@ impl Backend {
             .get(task_id)
             .await?
             .map_or(State::Pending, |m| m.status))
+    }
+
+    /// Up to `limit` stored FAILURE metas, found with `SCAN MATCH celery-task-meta-*` (never
+    /// `KEYS`), in SCAN's order, which is no order at all. Each meta is read with its own
+    /// GET, so a page of large results is never in memory at once. Metas that do not decode
+    /// are passed over: this is an operator's view, not a check.
+    pub async fn failures(&self, limit: usize) -> Result<Vec<ResultMeta>, BackendError> {
+        let mut conn = self.conn.clone();
+        let mut out = Vec::new();
+        let mut cursor: u64 = 0;
+        while out.len() < limit {
+            let (next, page): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(format!("{}*", keys::TASK_META_PREFIX))
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await?;
+            for key in page {
+                if out.len() >= limit {
+                    break;
+                }
+                let raw: Option<Vec<u8>> = conn.get(&key).await?;
+                if let Some(m) = raw.and_then(|r| ResultMeta::decode(&r).ok())
+                    && m.status == State::Failure
+                {
+                    out.push(m);
+                }
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        Ok(out)
     }
 
     /// Wait for a ready state: SUBSCRIBE to the meta channel, then GET, then wait for a

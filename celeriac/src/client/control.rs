@@ -6,6 +6,10 @@
 //! request is published (otherwise workers drop the reply); replies are collected until
 //! `limit` arrived (the number of destinations, when given) or no reply came for `timeout`;
 //! the binding and queue are removed afterwards.
+//!
+//! [`live_workers`] combines the two the way Flower does on start: it asks every worker for
+//! a heartbeat and listens for them, so an operator sees who is up without waiting a whole
+//! heartbeat interval.
 
 use crate::protocol::control::{ControlRequest, ReplyTo};
 use crate::protocol::envelope::Envelope;
@@ -13,7 +17,8 @@ use crate::transport::{Broker, TransportError, keys, scripts};
 use futures_util::StreamExt;
 use redis::AsyncCommands;
 use serde_json::{Map, Value, json};
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 /// One node's reply.
 #[derive(Debug, Clone, PartialEq)]
@@ -143,4 +148,52 @@ pub async fn events(
             .unwrap_or_default();
         futures_util::stream::iter(events)
     }))
+}
+
+/// A worker seen alive through its heartbeat.
+#[derive(Debug, Clone)]
+pub struct LiveWorker {
+    /// Its latest `worker-heartbeat` or `worker-online` event as published (`processed`,
+    /// `active`, `freq`, `loadavg`, `sw_ident`, `sw_ver`, ...).
+    pub event: Value,
+    /// When that event arrived.
+    pub seen: Instant,
+}
+
+/// The workers alive now, by node name: those whose heartbeat arrives within `listen` of a
+/// `heartbeat` broadcast that makes every worker send one at once (as Flower does on start),
+/// less those that announce `worker-offline` meanwhile. The subscription starts before the
+/// broadcast, so no answer is missed.
+pub async fn live_workers(
+    broker: &Broker,
+    listen: Duration,
+) -> Result<BTreeMap<String, LiveWorker>, TransportError> {
+    let mut events = Box::pin(events(broker).await?);
+    broadcast(
+        broker,
+        "heartbeat",
+        Map::new(),
+        &[],
+        Duration::from_secs(1),
+        false,
+    )
+    .await?;
+    let mut nodes = BTreeMap::new();
+    let deadline = tokio::time::Instant::now() + listen;
+    while let Ok(Some(event)) = tokio::time::timeout_at(deadline, events.next()).await {
+        let Some(node) = event["hostname"].as_str().map(String::from) else {
+            continue;
+        };
+        match event["type"].as_str().unwrap_or("") {
+            "worker-heartbeat" | "worker-online" => {
+                let seen = Instant::now();
+                nodes.insert(node, LiveWorker { event, seen });
+            }
+            "worker-offline" => {
+                nodes.remove(&node);
+            }
+            _ => {}
+        }
+    }
+    Ok(nodes)
 }

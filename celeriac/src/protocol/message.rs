@@ -384,6 +384,18 @@ impl TaskMessage {
         })
     }
 
+    /// The task id that encoded envelope bytes name: `headers.id` when the envelope has one
+    /// (protocol v2, read without decoding the body), else the id of a fully decoded message
+    /// (a v1 message keeps it in its body). `None` for bytes that are not a task message, so
+    /// a caller holding raw messages (a purge, a dead letter) learns whom to tell about them.
+    pub fn id_of(raw: &[u8]) -> Option<String> {
+        let env = Envelope::decode(raw).ok()?;
+        if let Some(id) = env.headers.get("id").and_then(Value::as_str) {
+            return Some(id.to_string());
+        }
+        TaskMessage::from_envelope(&env).ok().map(|m| m.headers.id)
+    }
+
     /// The queue this message came from / goes to (routing key of the anonymous exchange).
     pub fn queue(&self) -> &str {
         &self.properties.delivery_info.routing_key
@@ -501,6 +513,20 @@ mod tests {
         assert_eq!(msg.headers.id, "99999999-0000-0000-0000-000000000002");
         assert_eq!(msg.args, vec![json!(1), json!(2)]);
         assert!(msg.headers.eta_time().unwrap().is_some());
+        assert_eq!(
+            TaskMessage::id_of(&env.encode()).as_deref(),
+            Some("99999999-0000-0000-0000-000000000002"),
+            "a v1 message names its id in the body"
+        );
+    }
+
+    #[test]
+    fn id_of_reads_the_header_and_refuses_what_is_not_a_message() {
+        assert_eq!(
+            TaskMessage::id_of(CAPTURED.as_bytes()).as_deref(),
+            Some("11111111-1111-1111-1111-111111111111")
+        );
+        assert_eq!(TaskMessage::id_of(b"garbage, not a message"), None);
     }
 
     #[test]

@@ -25,7 +25,8 @@ pub const UNACKED_INDEX: &str = "unacked_index";
 pub const UNACKED_MUTEX: &str = "unacked_mutex";
 
 /// celeriac's dead-letter list: messages that cannot be decoded or must not run, each a JSON
-/// object `{"reason", "queue", "time", "payload_b64"}` keeping the original bytes.
+/// object `{"reason", "queue", "time", "payload_b64"}` keeping the original bytes
+/// ([`super::DeadLetter`]).
 pub const DEAD_LETTER: &str = "celeriac.dead";
 
 /// Hash `delivery_tag → node name` of the celeriac worker holding that unacked message, so

@@ -5,23 +5,30 @@
 //! delivery in kombu's `unacked`/`unacked_index` and dead-letters what must not run
 //! ([`Claimed`]) without parsing or encoding a large message inside Redis, ack,
 //! reject/requeue and restore of stale unacked entries under `unacked_mutex` (so Python
-//! workers restore ours and we theirs), lease refresh, purge, and fanout publishing. Does not
-//! own: what a message means ([`crate::protocol`]) or results ([`crate::backend`]).
+//! workers restore ours and we theirs), lease refresh, purge, and fanout publishing; the
+//! dead-letter list and its entry format ([`dead`]); what operators ask of queues and
+//! `unacked` ([`admin`]). Does not own: what a message means ([`crate::protocol`]) or
+//! results ([`crate::backend`]).
 //!
 //! Connections: commands go over one self-healing multiplexed connection ([`crate::conn`]),
 //! which follows a Sentinel failover. Blocking waits never share it: [`wait::IdleWaiter`]
 //! keeps its own connections (redis-rs times responses out after 500 ms by default, and a
 //! blocking command would stall every other command queued behind it).
 
+pub mod admin;
+pub mod dead;
 pub mod keys;
 pub mod scripts;
 pub mod wait;
 
+pub use admin::{Hold, Queued, Unacked, UnackedStats};
+pub use dead::{DeadLetter, DeadLetterEntry, DeadLetterError};
+
 use crate::conn::{Conn, ConnOptions};
-use crate::protocol::{Envelope, json, time};
+use crate::protocol::{Envelope, time};
 use crate::url::RedisUrl;
 use redis::AsyncCommands;
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::time::Duration;
 
 /// Transport errors.
@@ -307,7 +314,7 @@ impl Broker {
             match problem {
                 None => out.push(Some(Claimed::Delivery(delivery))),
                 Some(reason) => {
-                    let entry = dead_entry(delivery.queue(), &reason, &delivery.raw);
+                    let entry = DeadLetter::new(delivery.queue(), &reason, &delivery.raw).encode();
                     refused.push((out.len(), entry, reason));
                     out.push(Some(Claimed::Delivery(delivery)));
                 }
@@ -401,7 +408,7 @@ impl Broker {
     /// the dead-letter list). A transaction, not a script, so the entry's bytes are not
     /// copied through Lua.
     pub async fn ack_dead(&self, delivery: &Delivery, reason: &str) -> Result<()> {
-        let entry = dead_entry(delivery.queue(), reason, &delivery.raw);
+        let entry = DeadLetter::new(delivery.queue(), reason, &delivery.raw).encode();
         ack_dead_pipe(redis::pipe().atomic(), &delivery.tag, &entry)
             .query_async::<()>(&mut self.conn.clone())
             .await?;
@@ -566,12 +573,22 @@ impl Broker {
 
     /// Length of every list of `queue` (sum over priorities).
     pub async fn queue_len(&self, queue: &str) -> Result<usize> {
+        Ok(self.queue_lens(queue).await?.into_iter().sum())
+    }
+
+    /// Length of each of the four lists of `queue`, in pop order: priorities 0–2, 3–5, 6–8
+    /// and 9 (kombu's [`keys::PRIORITY_STEPS`]), read in one round trip.
+    pub async fn queue_lens(&self, queue: &str) -> Result<[usize; 4]> {
         let mut p = redis::pipe();
         for k in keys::queue_keys(queue) {
             p.llen(k);
         }
         let lens: Vec<usize> = p.query_async(&mut self.conn.clone()).await?;
-        Ok(lens.into_iter().sum())
+        let mut out = [0; 4];
+        for (o, n) in out.iter_mut().zip(lens) {
+            *o = n;
+        }
+        Ok(out)
     }
 
     /// PUBLISH an envelope on a fanout channel.
@@ -579,18 +596,6 @@ impl Broker {
         let _: i64 = self.conn.clone().publish(channel, envelope).await?;
         Ok(())
     }
-}
-
-/// A dead-letter entry: reason, queue, time and the original bytes (base64, so any bytes
-/// survive).
-pub fn dead_entry(queue: &str, reason: &str, raw: &[u8]) -> Vec<u8> {
-    use base64::Engine;
-    json::to_vec(&json!({
-        "reason": reason,
-        "queue": queue,
-        "time": time::unix_now(),
-        "payload_b64": base64::engine::general_purpose::STANDARD.encode(raw),
-    }))
 }
 
 /// One message as the claim script reports it (see [`scripts::CLAIM`] for the kinds).
@@ -690,11 +695,12 @@ async fn restore_entry(conn: &mut Conn, tag: &str, value: &[u8], back: bool) -> 
         Some(x) => x,
         None => {
             // An entry we cannot parse cannot be routed; keep its bytes in the dead-letter list.
-            let entry = dead_entry(
+            let entry = DeadLetter::new(
                 "",
                 "unacked entry is not [envelope, exchange, routing_key]",
                 value,
-            );
+            )
+            .encode();
             ack_dead_pipe(redis::pipe().atomic(), tag, &entry)
                 .query_async::<()>(conn)
                 .await?;
