@@ -1,6 +1,6 @@
 //! `celeriac locks`: list, inspect and safely break global locks, and hold a lock around a
-//! shell command. Formatting and exit codes only; the work is `locks::admin` and
-//! `locks::Lock`.
+//! shell command. Exit codes only; the work is `locks::admin` and `locks::Lock`, the
+//! printing [`crate::cli::render`]'s.
 //!
 //! Exit codes: 0 done; 1 the lock is not held (`show`, `release`); 3 `release` refused
 //! because the holder is not known to be dead (use `--force`); 75 (EX_TEMPFAIL)
@@ -8,12 +8,12 @@
 //! ran (the command was sent SIGTERM); otherwise `acquire` exits with the command's code
 //! (128 + signal if it was killed).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use ::locks::admin::{LockEntry, LockKind, ReleaseOutcome};
-use ::locks::{Client, Liveness, LockError};
+use crate::cli::render;
+use ::locks::admin::ReleaseOutcome;
+use ::locks::{Client, LockError};
 use anyhow::Context;
-use serde_json::{Value, json};
 
 /// Exit code when `acquire` could not take the lock (EX_TEMPFAIL, as `flock -n` users expect
 /// a distinct code).
@@ -70,20 +70,23 @@ pub enum LocksCmd {
     },
 }
 
+/// Run a `locks` subcommand; returns the exit code. Locks live where the broker is unless
+/// `CELERIAC_LOCK_URL` says otherwise (JWQL keeps both in db 0), as for the worker's tasks.
+pub async fn run(cmd: LocksCmd, broker_url: &str) -> anyhow::Result<u8> {
+    let url = std::env::var("CELERIAC_LOCK_URL").unwrap_or_else(|_| broker_url.to_string());
+    // A command's exit status is 0..=255 already; anything else would be a bug, not a code.
+    exec(cmd, &url).await.map(|code| code.clamp(0, 255) as u8)
+}
+
 /// Run a `locks` subcommand against the Redis at `redis_url`; returns the exit code.
-pub async fn run(cmd: LocksCmd, redis_url: &str) -> anyhow::Result<i32> {
+async fn exec(cmd: LocksCmd, redis_url: &str) -> anyhow::Result<i32> {
     let client = Client::open(redis_url).context("opening the lock client")?;
     match cmd {
         LocksCmd::List { pattern, json } => {
             let entries = ::locks::admin::list(&client, pattern.as_deref())
                 .await
                 .context("listing locks")?;
-            if json {
-                let arr: Vec<Value> = entries.iter().map(entry_json).collect();
-                println!("{}", Value::Array(arr));
-            } else {
-                print_table(&entries);
-            }
+            render::lock_list(&entries, json);
             Ok(0)
         }
         LocksCmd::Show { name, json } => {
@@ -91,8 +94,7 @@ pub async fn run(cmd: LocksCmd, redis_url: &str) -> anyhow::Result<i32> {
                 .await
                 .context("reading the lock")?
             {
-                Some(e) if json => println!("{}", entry_json(&e)),
-                Some(e) => print_entry(&e),
+                Some(e) => render::lock(&e, json),
                 None => {
                     eprintln!("lock {name:?} is not held");
                     return Ok(1);
@@ -106,7 +108,7 @@ pub async fn run(cmd: LocksCmd, redis_url: &str) -> anyhow::Result<i32> {
                 .context("releasing the lock")?
             {
                 ReleaseOutcome::Released(e) => {
-                    println!("released {name:?}, held by {}", e.holder);
+                    render::lock_released(&name, &e);
                     Ok(0)
                 }
                 ReleaseOutcome::NotHeld => {
@@ -207,156 +209,4 @@ async fn acquire_and_run(
     Ok(status
         .code()
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
-}
-
-fn secs_since(t: SystemTime) -> f64 {
-    t.duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs_f64()
-}
-
-fn human(d: Duration) -> String {
-    let s = d.as_secs();
-    match s {
-        0..60 => format!("{:.1}s", d.as_secs_f64()),
-        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
-        3600..86400 => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
-        _ => format!("{}d{:02}h", s / 86400, (s % 86400) / 3600),
-    }
-}
-
-fn holder_text(e: &LockEntry) -> String {
-    match (&e.holder.info, e.kind) {
-        (Some(i), _) => {
-            let alive = match &e.liveness {
-                Some(Liveness::Alive) => " alive",
-                Some(Liveness::Dead(_)) => " DEAD",
-                _ => "",
-            };
-            let mut s = format!("pid {} on {}{alive}", i.pid, i.host);
-            if let Some(p) = &i.purpose {
-                // Keep the table readable; `show` prints the whole purpose.
-                let short: String = p.chars().take(40).collect();
-                let more = if p.chars().count() > 40 { "…" } else { "" };
-                s.push_str(&format!(" ({short}{more})"));
-            }
-            s
-        }
-        (None, LockKind::RedisPy) => match e.holder.uuid1() {
-            Some((_, node)) => format!("redis-py, node {node:012x}"),
-            None => "redis-py".into(),
-        },
-        (None, _) => format!("token {}", e.holder.token_str()),
-    }
-}
-
-fn print_table(entries: &[LockEntry]) {
-    let rows: Vec<[String; 4]> = entries
-        .iter()
-        .map(|e| {
-            [
-                e.name.clone(),
-                holder_text(e),
-                e.holder
-                    .ttl
-                    .map(human)
-                    .unwrap_or_else(|| "no expiry".into()),
-                e.age.map(human).unwrap_or_else(|| "?".into()),
-            ]
-        })
-        .collect();
-    let head = ["NAME", "HOLDER", "TTL", "AGE"];
-    let mut width = head.map(str::len);
-    for r in &rows {
-        for (w, c) in width.iter_mut().zip(r) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    let line = |cells: [&str; 4]| {
-        let mut s = String::new();
-        for (i, c) in cells.iter().enumerate() {
-            if i == 3 {
-                s.push_str(c);
-            } else {
-                s.push_str(&format!("{c:<w$}  ", w = width[i]));
-            }
-        }
-        println!("{}", s.trim_end());
-    };
-    line(head);
-    for r in &rows {
-        line([&r[0], &r[1], &r[2], &r[3]]);
-    }
-}
-
-fn print_entry(e: &LockEntry) {
-    println!("name:      {}", e.name);
-    println!("token:     {}", e.holder.token_str());
-    println!(
-        "ttl:       {}",
-        e.holder
-            .ttl
-            .map(human)
-            .unwrap_or_else(|| "no expiry".into())
-    );
-    if let Some(a) = e.age {
-        println!("age:       {}", human(a));
-    }
-    match &e.holder.info {
-        Some(i) => {
-            println!("holder:    celeriac pid {} on {}", i.pid, i.host);
-            match &e.liveness {
-                Some(Liveness::Alive) => println!("alive:     yes"),
-                Some(Liveness::Dead(why)) => println!("alive:     no ({why})"),
-                Some(Liveness::Unknown(why)) => println!("alive:     unknown ({why})"),
-                None => {}
-            }
-            println!("fence:     {}", i.fence);
-            if let Some(p) = &i.purpose {
-                println!("purpose:   {p}");
-            }
-            if let Some(t) = &i.task_id {
-                println!("task:      {t}");
-            }
-        }
-        None => match e.holder.uuid1() {
-            Some((at, node)) => println!(
-                "holder:    redis-py (uuid1 token: taken at unix {:.3}, node {node:012x})",
-                secs_since(at)
-            ),
-            None => println!("holder:    unknown (not a celeriac or redis-py default token)"),
-        },
-    }
-}
-
-fn entry_json(e: &LockEntry) -> Value {
-    let info = e.holder.info.as_ref().map(|i| {
-        json!({
-            "host": i.host,
-            "pid": i.pid,
-            "pid_start": i.pid_start,
-            "acquired_at": secs_since(i.acquired_at),
-            "fence": i.fence,
-            "purpose": i.purpose,
-            "task_id": i.task_id,
-        })
-    });
-    let alive = match &e.liveness {
-        Some(Liveness::Alive) => json!(true),
-        Some(Liveness::Dead(_)) => json!(false),
-        _ => Value::Null,
-    };
-    json!({
-        "name": e.name,
-        "kind": match e.kind {
-            LockKind::Celeriac => "celeriac",
-            LockKind::RedisPy => "redis-py",
-            LockKind::Other => "other",
-        },
-        "token": e.holder.token_str(),
-        "ttl": e.holder.ttl.map(|t| t.as_secs_f64()),
-        "age": e.age.map(|a| a.as_secs_f64()),
-        "holder": info,
-        "alive": alive,
-    })
 }

@@ -1,0 +1,453 @@
+//! `celeriac worker`: Celery's worker options, their translation into a validated
+//! [`WorkerConfig`], and start-up (logging, pidfile, signals, the runtime).
+//!
+//! Detaching (`-D`) happens in `main`, before any thread exists; everything else the worker
+//! needs before it runs is here.
+
+use crate::runtime::{self, PoolMode, WorkerConfig};
+use crate::{command, daemon};
+use anyhow::{Context, Result, bail};
+use clap::{Args, ValueEnum};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Log levels, as Celery spells them (case-insensitive).
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+#[value(rename_all = "lower")]
+pub enum LogLevel {
+    /// Everything.
+    Debug,
+    /// Normal operation.
+    Info,
+    /// Problems.
+    Warning,
+    /// Errors.
+    Error,
+    /// Only fatal errors.
+    Critical,
+    /// Alias of critical.
+    Fatal,
+}
+
+impl LogLevel {
+    /// The tracing filter directive.
+    pub fn directive(self) -> &'static str {
+        match self {
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warning => "warn",
+            LogLevel::Error | LogLevel::Critical | LogLevel::Fatal => "error",
+        }
+    }
+}
+
+/// Pool implementations.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum PoolKind {
+    /// Child processes (spawned, never forked); the default, as in Celery.
+    Prefork,
+    /// In-process, one task at a time.
+    Solo,
+    /// In-process threads.
+    Threads,
+}
+
+/// `celeriac worker` options (Celery's names).
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// Number of task slots (child processes or threads). Default, and `0`: the number of
+    /// CPUs, as in Celery. `-P solo` has one slot.
+    #[arg(short = 'c', long = "concurrency")]
+    pub concurrency: Option<usize>,
+    /// Pool implementation. Default: prefork (child processes, long-lived unless
+    /// --max-tasks-per-child); solo/threads run task bodies in the worker process.
+    #[arg(short = 'P', long = "pool", value_enum, ignore_case = true)]
+    pub pool: Option<PoolKind>,
+    /// Tasks a child runs before it is replaced (1 = a fresh process per task; 0 = no limit).
+    #[arg(long = "max-tasks-per-child", default_value_t = 0)]
+    pub max_tasks_per_child: u64,
+    /// Prefetch = concurrency × this (0 = unlimited).
+    #[arg(long = "prefetch-multiplier", default_value_t = 4)]
+    pub prefetch_multiplier: usize,
+    /// Scheduling strategy: `fair` and `default` are both fair (a task never goes to a busy slot).
+    #[arg(short = 'O', value_parser = ["fair", "default", "fast", "fcfs"], default_value = "fair")]
+    pub optimization: String,
+    /// Ack after the task finished instead of before it starts (`task_acks_late`).
+    #[arg(long = "acks-late", env = "CELERIAC_ACKS_LATE")]
+    pub acks_late: bool,
+    /// With --acks-late, requeue a task whose child died instead of storing WorkerLostError.
+    #[arg(long = "reject-on-worker-lost")]
+    pub reject_on_worker_lost: bool,
+    /// With --acks-late, requeue (rather than ack) failed and timed-out tasks.
+    #[arg(long = "no-acks-on-failure-or-timeout")]
+    pub no_acks_on_failure_or_timeout: bool,
+    /// Queues to consume (comma-separated). Default: celery.
+    #[arg(short = 'Q', long = "queues", value_delimiter = ',')]
+    pub queues: Vec<String>,
+    /// Queues to exclude (comma-separated).
+    #[arg(short = 'X', long = "exclude-queues", value_delimiter = ',')]
+    pub exclude_queues: Vec<String>,
+    /// Node name (`%h` host, `%n` short host, `%d` domain, `%i` process index).
+    #[arg(short = 'n', long = "hostname")]
+    pub hostname: Option<String>,
+    /// Send task events (worker events are always sent, as Celery does).
+    #[arg(short = 'E', long = "task-events")]
+    pub task_events: bool,
+    /// Log level.
+    #[arg(
+        short = 'l',
+        long = "loglevel",
+        value_enum,
+        ignore_case = true,
+        default_value = "warning"
+    )]
+    pub loglevel: LogLevel,
+    /// Detach and run in the background.
+    #[arg(short = 'D', long = "detach")]
+    pub detach: bool,
+    /// PID file (refuses to start if it names a live process; removed on exit).
+    #[arg(long = "pidfile")]
+    pub pidfile: Option<String>,
+    /// Log file, appended (`%n`, `%i`, `%h` expanded).
+    #[arg(short = 'f', long = "logfile")]
+    pub logfile: Option<String>,
+    /// Hard time limit in seconds (the task's process group is killed).
+    #[arg(long = "time-limit")]
+    pub time_limit: Option<f64>,
+    /// Soft time limit in seconds (the task is told first).
+    #[arg(long = "soft-time-limit")]
+    pub soft_time_limit: Option<f64>,
+    /// kombu's visibility timeout in seconds, for messages held by non-celeriac consumers.
+    #[arg(long = "visibility-timeout", default_value_t = 3600.0)]
+    pub visibility_timeout: f64,
+    /// Lease in seconds: a celeriac worker's held message is restored when its holder has not
+    /// refreshed it for this long.
+    #[arg(long = "lease", default_value_t = 30.0)]
+    pub lease: f64,
+    /// Result expiry in seconds (`result_expires`; 0 = never).
+    #[arg(long = "result-expires", default_value_t = 86400)]
+    pub result_expires: u64,
+    /// Store name/args/kwargs/worker/retries/queue in results (`result_extended`).
+    #[arg(long = "result-extended")]
+    pub result_extended: bool,
+    /// Store STARTED when a task starts (`task_track_started`).
+    #[arg(long = "track-started")]
+    pub track_started: bool,
+    /// Command tasks config (TOML).
+    #[arg(long = "config", env = "CELERIAC_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Largest message accepted, in bytes (bigger ones go to the dead-letter list).
+    #[arg(long = "max-message-size", default_value_t = 64 * 1024 * 1024)]
+    pub max_message_size: usize,
+    /// Fail at once when the broker or backend is unreachable at start-up, instead of
+    /// waiting for it as Celery does (`broker_connection_retry_on_startup = False`).
+    #[arg(long = "no-broker-connection-retry-on-startup")]
+    pub no_connection_retry_on_startup: bool,
+    /// Attempts to reach the broker/backend at start-up, 2 s to 30 s apart
+    /// (`broker_connection_max_retries`; 0 = retry forever).
+    #[arg(long = "broker-connection-max-retries", default_value_t = 100)]
+    pub connection_max_retries: u32,
+    /// Heartbeat interval in seconds.
+    #[arg(long = "heartbeat-interval", default_value_t = 2.0)]
+    pub heartbeat_interval: f64,
+    /// Run a redelivered task again even when a SUCCESS is already stored for its id.
+    #[arg(long = "rerun-succeeded")]
+    pub rerun_succeeded: bool,
+    /// Accepted for compatibility; celeriac does not need mingle.
+    #[arg(long = "without-mingle")]
+    pub without_mingle: bool,
+    /// Accepted for compatibility.
+    #[arg(long = "without-gossip")]
+    pub without_gossip: bool,
+    /// Do not send heartbeats (not recommended: Flower and `status` use them).
+    #[arg(long = "without-heartbeat")]
+    pub without_heartbeat: bool,
+}
+
+impl WorkerArgs {
+    /// Whether the worker runs task bodies in its own process (`-P solo|threads`); the
+    /// default, as in Celery, is prefork: child processes.
+    pub fn in_process(&self) -> bool {
+        matches!(self.pool, Some(PoolKind::Solo | PoolKind::Threads))
+    }
+
+    /// Task slots: `-c N`; without `-c`, or with `-c 0`, the number of CPUs (Celery's
+    /// `WorkController.setup_defaults`: a falsy concurrency means `cpu_count()`); `-P solo`
+    /// has exactly one.
+    pub fn concurrency(&self) -> usize {
+        if self.pool == Some(PoolKind::Solo) {
+            return 1;
+        }
+        match self.concurrency {
+            Some(n) if n > 0 => n,
+            _ => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        }
+    }
+
+    /// The worker's configuration, validated: the node name expanded for this `host`, the
+    /// queues left after `-X`, every duration checked. Only the URLs come from elsewhere
+    /// (global options). Logs nothing: logging is not set up yet when this runs.
+    pub fn config(&self, broker: &str, backend: &str, host: &str) -> Result<WorkerConfig> {
+        let concurrency = self.concurrency();
+        let mut queues: Vec<String> = if self.queues.is_empty() {
+            vec![celeriac::DEFAULT_QUEUE.into()]
+        } else {
+            self.queues.clone()
+        };
+        queues.retain(|q| !q.is_empty() && !self.exclude_queues.contains(q));
+        if queues.is_empty() {
+            bail!("no queues left to consume after -X");
+        }
+        let mut cfg = WorkerConfig::new(broker);
+        cfg.backend_url = backend.to_string();
+        cfg.node = node_name(self.hostname.as_deref(), host);
+        cfg.queues = queues;
+        cfg.concurrency = concurrency;
+        cfg.pool = if self.in_process() {
+            PoolMode::InProcess
+        } else {
+            PoolMode::Children {
+                max_tasks_per_child: self.max_tasks_per_child,
+            }
+        };
+        cfg.prefetch = concurrency * self.prefetch_multiplier;
+        cfg.acks_late = self.acks_late;
+        cfg.reject_on_worker_lost = self.reject_on_worker_lost;
+        cfg.acks_on_failure_or_timeout = !self.no_acks_on_failure_or_timeout;
+        cfg.task_events = self.task_events;
+        cfg.time_limit = self
+            .time_limit
+            .map(|s| secs(s, "--time-limit"))
+            .transpose()?;
+        cfg.soft_time_limit = self
+            .soft_time_limit
+            .map(|s| secs(s, "--soft-time-limit"))
+            .transpose()?;
+        cfg.visibility_timeout = secs(self.visibility_timeout, "--visibility-timeout")?;
+        cfg.lease = secs(self.lease, "--lease")?.max(Duration::from_millis(600));
+        cfg.result_expires = Duration::from_secs(self.result_expires);
+        cfg.result_extended = self.result_extended;
+        cfg.track_started = self.track_started;
+        cfg.max_message_size = self.max_message_size;
+        cfg.heartbeat = (!self.without_heartbeat)
+            .then(|| secs(self.heartbeat_interval, "--heartbeat-interval"))
+            .transpose()?;
+        cfg.skip_succeeded = !self.rerun_succeeded;
+        cfg.command_tasks = self.config.clone();
+        cfg.connection_retry_on_startup = !self.no_connection_retry_on_startup;
+        cfg.connection_max_retries =
+            (self.connection_max_retries > 0).then_some(self.connection_max_retries);
+        Ok(cfg)
+    }
+}
+
+/// Seconds given on the command line as a [`Duration`], refusing what is not one.
+fn secs(s: f64, what: &str) -> Result<Duration> {
+    if s.is_finite() && s >= 0.0 {
+        Ok(Duration::from_secs_f64(s))
+    } else {
+        bail!("{what} must be a non-negative number of seconds")
+    }
+}
+
+/// Run a worker until it is shut down: exit 0 after a warm shutdown, 1 after a cold one.
+pub async fn run(w: WorkerArgs, broker: &str, backend: &str) -> Result<u8> {
+    let cfg = w.config(broker, backend, &celeriac::client::hostname())?;
+    let logfile = w.logfile.as_deref().map(|f| node_format(f, &cfg.node));
+    daemon::init_logging(w.loglevel.directive(), logfile.as_deref())?;
+    let _pidfile = match &w.pidfile {
+        Some(p) => Some(daemon::Pidfile::create(&node_format(p, &cfg.node))?),
+        None => None,
+    };
+    if w.concurrency == Some(0) && w.pool != Some(PoolKind::Solo) {
+        tracing::info!(
+            concurrency = cfg.concurrency,
+            "-c 0: one slot per CPU, as Celery"
+        );
+    }
+    if w.in_process() && w.max_tasks_per_child > 0 {
+        tracing::warn!("--max-tasks-per-child has no effect with an in-process pool");
+    }
+    let registry = tasks_registry(cfg.command_tasks.as_deref())?;
+    let shutdown = runtime::shutdown::Shutdown::new();
+    runtime::shutdown::wire_signals(shutdown.clone()).context("installing signal handlers")?;
+    tracing::info!(broker = %celeriac::url::redact(&cfg.broker_url), "starting worker");
+    let exit = runtime::run(cfg, registry, shutdown)
+        .await
+        .context("worker failed")?;
+    Ok(match exit {
+        runtime::Exit::Warm => 0,
+        runtime::Exit::Cold => 1,
+    })
+}
+
+/// The tasks this binary serves: the compiled-in `shared_tasks` plus command tasks (the
+/// worker and every child it spawns build the same registry).
+pub fn tasks_registry(config: Option<&Path>) -> Result<celeriac::task::Registry> {
+    let mut registry = shared_tasks::registry();
+    if let Some(path) = config {
+        command::register(&mut registry, command::load(path)?);
+    }
+    Ok(registry)
+}
+
+/// The node name for `-n` (default `celery@%h`), as Celery's worker computes it: the
+/// placeholders expanded for this host ([`host_format`]), and `celery@` put in front of a
+/// name without `@` (`default_nodename`).
+fn node_name(option: Option<&str>, host: &str) -> String {
+    let node = host_format(option.unwrap_or("celery@%h"), host, None, "");
+    if node.contains('@') {
+        node
+    } else {
+        format!("celery@{node}")
+    }
+}
+
+/// `--pidfile`/`--logfile` placeholders, as Celery's `node_format` expands them: the host
+/// and name parts of the node name `name@host` (a name without `@` is all host, with the
+/// name `celery`), and `%p` the whole node name.
+fn node_format(fmt: &str, node: &str) -> String {
+    let (name, host) = node.split_once('@').unwrap_or(("celery", node));
+    host_format(fmt, host, Some(name), node)
+}
+
+/// Celery's `host_format` (`celery/utils/nodenames.py`), in one pass like its
+/// `simple_format`: `%h` the host, `%n` the name (the host's first label when there is no
+/// name), `%d` the host's domain, `%p` the node name, `%i` the process index and `%I` the
+/// same with a `-` prefix, which in the main process are `0` and empty. Any other `%x` is
+/// kept as written (Celery refuses it).
+fn host_format(fmt: &str, host: &str, name: Option<&str>, node: &str) -> String {
+    let (first_label, domain) = host.split_once('.').unwrap_or((host, ""));
+    let name = name.unwrap_or(first_label);
+    let mut out = String::with_capacity(fmt.len() + host.len());
+    let mut chars = fmt.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        let rest = chars.clone().next();
+        let value = match rest {
+            Some('h') => host,
+            Some('n') => name,
+            Some('d') => domain,
+            Some('p') => node,
+            Some('i') => "0",
+            Some('I') => "",
+            _ => {
+                out.push(c);
+                continue;
+            }
+        };
+        out.push_str(value);
+        chars.next();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    fn worker_args(argv: &[&str]) -> WorkerArgs {
+        let cli = Cli::try_parse_from(argv).expect("valid command line");
+        match cli.command {
+            Command::Worker(w) => *w,
+            _ => panic!("not a worker command"),
+        }
+    }
+
+    #[test]
+    fn concurrency_zero_or_absent_means_one_slot_per_cpu_as_in_celery() {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        for argv in [
+            &["celeriac", "worker"][..],
+            &["celeriac", "worker", "-c", "0"],
+        ] {
+            assert_eq!(worker_args(argv).concurrency(), cpus, "{argv:?}");
+        }
+        assert_eq!(
+            worker_args(&["celeriac", "worker", "-c", "3"]).concurrency(),
+            3
+        );
+        assert_eq!(
+            worker_args(&["celeriac", "worker", "-P", "solo", "-c", "4"]).concurrency(),
+            1
+        );
+    }
+
+    #[test]
+    fn the_jwql_line_configures_one_fresh_child_per_task_holding_one_message() {
+        let w = worker_args(&[
+            "celeriac",
+            "worker",
+            "-E",
+            "-c1",
+            "--max-tasks-per-child=1",
+            "--prefetch-multiplier",
+            "1",
+            "--acks-late",
+        ]);
+        let cfg = w
+            .config("redis://b/0", "redis://r/1", "vm.example.org")
+            .unwrap();
+        assert_eq!(cfg.node, "celery@vm.example.org");
+        assert_eq!(cfg.backend_url, "redis://r/1");
+        assert_eq!(cfg.queues, ["celery"]);
+        assert_eq!((cfg.concurrency, cfg.prefetch), (1, 1));
+        assert!(matches!(
+            cfg.pool,
+            PoolMode::Children {
+                max_tasks_per_child: 1
+            }
+        ));
+        assert!(cfg.acks_late && cfg.task_events && cfg.skip_succeeded);
+    }
+
+    #[test]
+    fn config_refuses_what_cannot_run() {
+        let err = |argv: &[&str]| {
+            worker_args(argv)
+                .config("redis://b/0", "redis://b/0", "h")
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(err(&["celeriac", "worker", "-Q", "a", "-X", "a"]).contains("no queues"));
+        assert!(err(&["celeriac", "worker", "--lease=-1"]).contains("--lease"));
+        assert!(err(&["celeriac", "worker", "--time-limit", "NaN"]).contains("--time-limit"));
+    }
+
+    #[test]
+    fn file_placeholders_use_the_node_name_like_celery() {
+        assert_eq!(
+            node_format("/var/log/%n%I.log", "det@vm.example.org"),
+            "/var/log/det.log"
+        );
+        assert_eq!(
+            node_format("%h-%d-%p", "w1@vm.example.org"),
+            "vm.example.org-example.org-w1@vm.example.org"
+        );
+    }
+
+    #[test]
+    fn node_name_placeholders_expand_like_celery() {
+        assert_eq!(
+            host_format("w1@%h", "host.example.org", None, ""),
+            "w1@host.example.org"
+        );
+        assert_eq!(
+            host_format("%n-%d-%i", "host.example.org", None, ""),
+            "host-example.org-0"
+        );
+        assert_eq!(
+            host_format("/tmp/%p.log", "h", None, "celery@h"),
+            "/tmp/celery@h.log"
+        );
+        assert_eq!(host_format("100%-%x", "h", None, ""), "100%-%x");
+        assert_eq!(node_name(None, "vm.example.org"), "celery@vm.example.org");
+        assert_eq!(node_name(Some("%n"), "vm.example.org"), "celery@vm");
+        assert_eq!(node_name(Some("w1@%h"), "vm"), "w1@vm");
+    }
+}
