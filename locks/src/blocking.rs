@@ -15,13 +15,14 @@ use std::time::Duration;
 use redis::Value;
 
 use crate::error::LockError;
+use crate::error::LostReason;
 use crate::holder::Holder;
 use crate::keys;
 use crate::lock::{
     Attempt, bad_reply, holder_from_parts, owned_result, parse_attempt, release_invocation,
 };
 use crate::runtime::block_on;
-use crate::watchdog::{LostReason, LostSignal};
+use crate::watchdog::LostSignal;
 
 /// Blocking counterpart of [`crate::Client`].
 #[derive(Debug, Clone)]

@@ -1,4 +1,9 @@
-//! Typed errors of the lock library and the not-run outcome of `#[only_one]`.
+//! Every error of the lock library, the reasons they carry (including why a held lock was
+//! lost), and the not-run outcome of `#[only_one]`.
+//!
+//! Floor 0 (plain data). This module imports nothing from the crate but [`Holder`], the
+//! plain description of a lock's holder that the busy cases carry, so every floor above can
+//! return these types without an import circle.
 //!
 //! redis-py has `LockError` (client-side misuse, acquire timeout in `__enter__`) and
 //! `LockNotOwnedError` (the server said the token no longer matches). Here each case is
@@ -11,7 +16,11 @@ use std::time::Duration;
 use crate::holder::Holder;
 
 /// Why a lock operation failed.
+///
+/// New cases may be added in a minor release, so a `match` outside this crate needs a
+/// wildcard arm.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum LockError {
     /// The lock was held by someone else and was not acquired (immediately for a
     /// non-blocking acquire, or within `blocking_timeout`).
@@ -20,7 +29,7 @@ pub enum LockError {
         fmt_holder(holder)
     )]
     NotAcquired {
-        /// Lock name.
+        /// The lock that was busy (for a multi-lock, the first busy name of the set).
         name: String,
         /// The holder seen at the last attempt, if any was still there.
         holder: Option<Holder>,
@@ -31,7 +40,7 @@ pub enum LockError {
     /// (redis-py's `LockNotOwnedError`).
     #[error("lock `{name}` is no longer owned by this holder: {reason}")]
     NotOwned {
-        /// Lock name.
+        /// The lock whose key no longer holds this holder's token.
         name: String,
         /// Expired/deleted, or taken by another token.
         reason: NotOwnedReason,
@@ -39,7 +48,7 @@ pub enum LockError {
     /// `extend` on a lock without TTL (redis-py: "Cannot extend a lock with no timeout").
     #[error("lock `{name}` has no timeout, so it cannot be extended; give it a timeout")]
     NoTimeout {
-        /// Lock name.
+        /// The lock that was taken without a TTL.
         name: String,
     },
     /// Redis could not be reached or answered with an error; retrying may help.
@@ -47,18 +56,20 @@ pub enum LockError {
         "redis error on lock `{name}`: {source} (check the Redis URL and that the server is up)"
     )]
     Redis {
-        /// Lock name (empty for connection set-up).
+        /// The lock being worked on (empty for connection set-up; for a multi-lock, the
+        /// names joined by commas).
         name: String,
-        /// The underlying error.
+        /// What redis-rs reported; its kind tells a refused or dropped connection (retry
+        /// later) from a server error reply.
         #[source]
         source: redis::RedisError,
     },
     /// The Redis URL could not be parsed.
     #[error("invalid Redis URL {url:?}: {source}")]
     Url {
-        /// The URL given.
+        /// The URL given, with any password replaced by `***`.
         url: String,
-        /// Parser error.
+        /// redis-rs's reason for refusing the URL (unknown scheme, bad port, ...).
         #[source]
         source: redis::RedisError,
     },
@@ -66,6 +77,7 @@ pub enum LockError {
 
 /// Why a holder no longer owns its lock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum NotOwnedReason {
     /// The key is gone: its TTL ran out or someone deleted it.
     Expired,
@@ -79,6 +91,29 @@ impl fmt::Display for NotOwnedReason {
         f.write_str(match self {
             NotOwnedReason::Expired => "it expired or was deleted",
             NotOwnedReason::HeldByOther => "another holder owns it now",
+        })
+    }
+}
+
+/// Why a held lock was lost, as the watchdog found it (see [`crate::LostSignal`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LostReason {
+    /// The key was gone at renewal (expired while renewal could not run, or deleted).
+    Expired,
+    /// The key held another token at renewal.
+    Stolen,
+    /// Renewals failed for a whole TTL (Redis unreachable), so the lock must be assumed
+    /// expired.
+    Unreachable,
+}
+
+impl fmt::Display for LostReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LostReason::Expired => "the key expired or was deleted",
+            LostReason::Stolen => "another holder took the key",
+            LostReason::Unreachable => "Redis was unreachable for a whole TTL",
         })
     }
 }
@@ -112,22 +147,26 @@ impl LockError {
 /// Why an `#[only_one]` function body did not run (or was cut short). Returned as the
 /// `Err` of the function's new return type `Result<T, NotRun>`, so a skipped run can never
 /// be mistaken for a successful one (JWQL's `only_one` returned `None` for both).
+///
+/// New cases may be added in a minor release, so a `match` outside this crate needs a
+/// wildcard arm.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum NotRun {
     /// Policy `skip` (the default): the lock was busy, the body was not run.
     #[error("skipped: lock `{key}` is held by {}", fmt_holder(holder))]
     Skipped {
-        /// The lock key.
+        /// The lock name the attribute's `key` formatted to.
         key: String,
-        /// Who held it.
+        /// The holder seen by the failed attempt (`None` if it released in between).
         holder: Option<Holder>,
     },
     /// Policy `error`: the lock was busy; this is meant to be reported as a failure.
     #[error("lock `{key}` is busy: held by {}", fmt_holder(holder))]
     Busy {
-        /// The lock key.
+        /// The lock name the attribute's `key` formatted to.
         key: String,
-        /// Who held it.
+        /// The holder seen by the failed attempt (`None` if it released in between).
         holder: Option<Holder>,
     },
     /// Policy `wait` with a deadline: the lock did not come free in time.
@@ -136,7 +175,7 @@ pub enum NotRun {
         fmt_holder(holder)
     )]
     TimedOut {
-        /// The lock key.
+        /// The lock name the attribute's `key` formatted to.
         key: String,
         /// Who held it at the last attempt.
         holder: Option<Holder>,
@@ -147,10 +186,10 @@ pub enum NotRun {
     /// gone (expired, deleted or stolen), so it stopped before running unprotected.
     #[error("lock `{key}` was lost while the body ran ({reason}); the body was cancelled")]
     Lost {
-        /// The lock key.
+        /// The lock name the attribute's `key` formatted to.
         key: String,
-        /// What the watchdog saw.
-        reason: crate::watchdog::LostReason,
+        /// What the watchdog's renewal found: the key gone, taken, or Redis unreachable.
+        reason: LostReason,
     },
     /// The lock could not be taken because of a Redis error.
     #[error(transparent)]

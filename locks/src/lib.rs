@@ -31,7 +31,7 @@
 //! | [`admin`] | list / show / break locks (behind `celeriac locks`) |
 //! | [`blocking`] | the same API for synchronous code, no runtime needed |
 //! | `direct` | the blocking API's connection; a dropped guard's release shares the next command's round trip |
-//! | `error` | [`LockError`], [`NotRun`] |
+//! | `error` | [`LockError`], [`NotOwnedReason`], [`LostReason`], [`NotRun`] |
 //! | [`demo`] | the body of the `shared_tasks.locked_sleep` test task |
 //!
 //! # Async
@@ -155,11 +155,11 @@ mod watchdog;
 pub mod __private;
 
 pub use client::{Client, DEFAULT_URL, URL_ENV_VARS};
-pub use error::{LockError, NotOwnedReason, NotRun};
+pub use error::{LockError, LostReason, NotOwnedReason, NotRun};
 pub use holder::{Holder, HolderInfo, Liveness, decode_uuid1_hex, hostname};
 pub use lock::{DEFAULT_SLEEP, Lock, LockGuard, LockOptions};
 pub use multi::{MultiGuard, MultiLock};
-pub use watchdog::{LostReason, LostSignal};
+pub use watchdog::LostSignal;
 
 /// Run a function only while holding a global Redis lock; see the
 /// [crate documentation](crate#only_one) for the arguments.

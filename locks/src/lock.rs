@@ -23,11 +23,11 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::client::Client;
-use crate::error::{LockError, NotOwnedReason};
+use crate::error::{LockError, LostReason, NotOwnedReason};
 use crate::holder::{Holder, HolderInfo, holder_fields};
 use crate::keys;
 use crate::scripts;
-use crate::watchdog::{self, LostReason, LostSignal};
+use crate::watchdog::{self, LostSignal};
 
 /// redis-py's default polling interval (`Lock(sleep=0.1)`), used while a non-celeriac
 /// holder has the lock (nothing will wake us when it releases).

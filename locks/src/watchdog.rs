@@ -5,10 +5,10 @@
 //! python-redis-lock's renewal thread dies on a failed extend without telling anyone (its
 //! issues #85/#91); here loss is a state the holder can await ([`LostSignal::lost`]) or
 //! poll ([`LostSignal::is_lost`]). The watchdog never runs on TTL-less locks (there is
-//! nothing to renew, and JWQL's Python locks are all TTL-less).
+//! nothing to renew, and JWQL's Python locks are all TTL-less). Why a lock was lost,
+//! [`LostReason`], is an error type and lives in `crate::error`.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -16,30 +16,9 @@ use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 use crate::client::Client;
+use crate::error::LostReason;
 use crate::keys;
 use crate::scripts;
-
-/// Why a held lock was lost.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LostReason {
-    /// The key was gone at renewal (expired while renewal could not run, or deleted).
-    Expired,
-    /// The key held another token at renewal.
-    Stolen,
-    /// Renewals failed for a whole TTL (Redis unreachable), so the lock must be assumed
-    /// expired.
-    Unreachable,
-}
-
-impl fmt::Display for LostReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            LostReason::Expired => "the key expired or was deleted",
-            LostReason::Stolen => "another holder took the key",
-            LostReason::Unreachable => "Redis was unreachable for a whole TTL",
-        })
-    }
-}
 
 /// A cloneable view of whether a held lock has been lost; pass it to the code doing the
 /// protected work so it can stop (or check before committing) once the lock is gone.
