@@ -15,7 +15,7 @@ use crate::error::LockError;
 use crate::holder::{Holder, Liveness};
 use crate::keys;
 use crate::lock::read_holder;
-use crate::scripts;
+use crate::wire;
 
 /// Who wrote a lock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -187,11 +187,7 @@ pub async fn force_release(
     expected: Option<&[u8]>,
 ) -> Result<bool, LockError> {
     let mut conn = client.conn().await?;
-    let deleted: Option<Vec<u8>> = scripts::FORCE_RELEASE
-        .key(keys::lock_key(name))
-        .key(keys::holder_key(name))
-        .arg(keys::released_channel(name))
-        .arg(expected.unwrap_or(b""))
+    let deleted: Option<Vec<u8>> = wire::force_release(name, expected)
         .invoke_async(&mut conn)
         .await
         .map_err(|e| LockError::redis(name, e))?;

@@ -18,11 +18,9 @@ use crate::error::LockError;
 use crate::error::LostReason;
 use crate::holder::Holder;
 use crate::keys;
-use crate::lock::{
-    Attempt, bad_reply, holder_from_parts, owned_result, parse_attempt, release_invocation,
-};
 use crate::runtime::block_on;
 use crate::watchdog::LostSignal;
+use crate::wire::{self, Attempt};
 
 /// Blocking counterpart of [`crate::Client`].
 #[derive(Debug, Clone)]
@@ -87,17 +85,8 @@ pub(crate) fn read_holder_direct(
     name: &str,
 ) -> Result<Option<Holder>, LockError> {
     let (value, pttl, hash): (Option<Vec<u8>>, i64, HashMap<String, String>) =
-        client.with_direct(name, |c| {
-            redis::pipe()
-                .cmd("GET")
-                .arg(keys::lock_key(name))
-                .cmd("PTTL")
-                .arg(keys::lock_key(name))
-                .cmd("HGETALL")
-                .arg(keys::holder_key(name))
-                .query(c)
-        })?;
-    Ok(value.map(|token| holder_from_parts(token, pttl, &hash)))
+        client.with_direct(name, |c| wire::read_holder(name).query(c))?;
+    Ok(value.map(|token| wire::holder_from_parts(token, pttl, &hash)))
 }
 
 impl Lock {
@@ -147,7 +136,7 @@ impl Lock {
         let token = lock.new_token_pub();
         let inv = lock.acquire_invocation(&token);
         let reply: Value = lock.client.with_direct(&lock.name, |c| inv.invoke(c))?;
-        match parse_attempt(&reply).ok_or_else(|| bad_reply(&lock.name, &reply))? {
+        match wire::parse_attempt(&reply).ok_or_else(|| wire::bad_reply(&lock.name, &reply))? {
             Attempt::Acquired(fence) => Ok(Ok(LockGuard::new(lock.guard(token, fence)))),
             Attempt::Busy(_) => Ok(Err(())),
         }
@@ -184,9 +173,9 @@ impl Lock {
 }
 
 fn release_direct(client: &crate::Client, name: &str, token: &[u8]) -> Result<(), LockError> {
-    let inv = release_invocation(name, token);
+    let inv = wire::release(name, token);
     let code: i64 = client.with_direct(name, |c| inv.invoke(c))?;
-    owned_result(name, code)
+    wire::owned_result(name, code)
 }
 
 /// A held lock (blocking API). Dropping it sends the release before `drop` returns

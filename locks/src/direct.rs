@@ -21,7 +21,7 @@ use std::collections::VecDeque;
 
 use redis::{ConnectionLike, RedisResult, Value};
 
-use crate::lock::{owned_result, release_eval_cmd};
+use crate::wire;
 
 /// A release written to the socket whose reply has not been read yet.
 pub(crate) struct Unread {
@@ -49,7 +49,7 @@ impl DirectConn {
 
     /// Write the compare-and-delete of `name` held with `token`, without reading the reply.
     pub(crate) fn send_release(&mut self, name: &str, token: &[u8]) -> RedisResult<()> {
-        let cmd = release_eval_cmd(name, token).get_packed_command();
+        let cmd = wire::release_eval(name, token).get_packed_command();
         self.conn.send_packed_command(&cmd)?;
         self.unread.push_back(Unread {
             name: name.to_string(),
@@ -64,7 +64,7 @@ impl DirectConn {
             match self.conn.recv_response() {
                 Ok(Value::Int(1)) => {}
                 Ok(Value::Int(code)) => {
-                    if let Err(e) = owned_result(&u.name, code) {
+                    if let Err(e) = wire::owned_result(&u.name, code) {
                         tracing::warn!(lock = %u.name, error = %e, "release on drop found the lock not ours");
                     }
                 }

@@ -22,7 +22,7 @@
 //! | module | owns |
 //! |---|---|
 //! | [`keys`] | every key and channel name (the lock key itself is the name as given) |
-//! | `scripts` | the Lua scripts, each stating what it guarantees |
+//! | `wire` | every command and script call, built from names and tokens, and every reply parsed; its `scripts` are the Lua, each stating what it guarantees |
 //! | `client` | [`Client`]: connection, configuration from the environment |
 //! | `lock` | [`Lock`], [`LockOptions`], [`LockGuard`]: acquire/wait, release, extend |
 //! | `multi` | [`MultiLock`], [`MultiGuard`] |
@@ -148,8 +148,8 @@ pub mod keys;
 mod lock;
 mod multi;
 mod runtime;
-mod scripts;
 mod watchdog;
+mod wire;
 
 #[doc(hidden)]
 pub mod __private;

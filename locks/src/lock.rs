@@ -23,11 +23,11 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::client::Client;
-use crate::error::{LockError, LostReason, NotOwnedReason};
-use crate::holder::{Holder, HolderInfo, holder_fields};
+use crate::error::{LockError, LostReason};
+use crate::holder::{Holder, holder_fields};
 use crate::keys;
-use crate::scripts;
 use crate::watchdog::{self, LostSignal};
+use crate::wire::{self, Attempt, Busy};
 
 /// redis-py's default polling interval (`Lock(sleep=0.1)`), used while a non-celeriac
 /// holder has the lock (nothing will wake us when it releases).
@@ -89,20 +89,6 @@ pub struct Lock {
     pub(crate) client: Client,
     pub(crate) name: String,
     pub(crate) opts: LockOptions,
-}
-
-/// One acquire attempt's answer when the lock is busy.
-#[derive(Debug)]
-pub(crate) struct Busy {
-    /// PTTL of the lock key (-1 no expiry, -2 gone since the `SET NX`).
-    pub pttl: i64,
-    /// The holder is a celeriac process (its release will publish a wake-up).
-    pub celeriac: bool,
-}
-
-pub(crate) enum Attempt {
-    Acquired(u64),
-    Busy(Busy),
 }
 
 impl Lock {
@@ -258,35 +244,16 @@ impl Lock {
             .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string().into_bytes())
     }
 
-    fn ttl_ms(&self) -> u64 {
-        self.opts
-            .timeout
-            .map(|t| (t.as_millis() as u64).max(1))
-            .unwrap_or(0)
-    }
-
-    /// The acquire script call for one attempt (fair or not).
+    /// The acquire script call for one attempt (fair or not), with this process's holder
+    /// fields.
     pub(crate) fn acquire_invocation(&self, token: &[u8]) -> redis::ScriptInvocation<'static> {
         let fields = holder_fields(self.opts.purpose.as_deref(), self.opts.task_id.as_deref());
+        let ttl_ms = wire::ttl_ms(self.opts.timeout);
         if self.opts.fair {
-            let mut inv = scripts::ACQUIRE_FAIR.key(keys::lock_key(&self.name));
-            inv.key(keys::holder_key(&self.name))
-                .key(keys::FENCE_KEY)
-                .key(keys::queue_key(&self.name))
-                .key(keys::queue_alive_key(&self.name))
-                .arg(token)
-                .arg(self.ttl_ms())
-                .arg(FAIR_WAITER_LEASE.as_millis() as u64)
-                .arg(&fields);
-            inv
+            let lease_ms = FAIR_WAITER_LEASE.as_millis() as u64;
+            wire::acquire_fair(&self.name, token, ttl_ms, lease_ms, &fields)
         } else {
-            let mut inv = scripts::ACQUIRE.key(keys::lock_key(&self.name));
-            inv.key(keys::holder_key(&self.name))
-                .key(keys::FENCE_KEY)
-                .arg(token)
-                .arg(self.ttl_ms())
-                .arg(&fields);
-            inv
+            wire::acquire(&self.name, token, ttl_ms, &fields)
         }
     }
 
@@ -297,7 +264,7 @@ impl Lock {
             .invoke_async(&mut conn)
             .await
             .map_err(|e| LockError::redis(&self.name, e))?;
-        parse_attempt(&reply).ok_or_else(|| bad_reply(&self.name, &reply))
+        wire::parse_attempt(&reply).ok_or_else(|| wire::bad_reply(&self.name, &reply))
     }
 
     pub(crate) fn new_token_pub(&self) -> Vec<u8> {
@@ -346,102 +313,16 @@ pub(crate) fn wait_interval(busy: &Busy, sleep: Duration, fair: bool) -> Duratio
     }
 }
 
-pub(crate) fn parse_attempt(v: &Value) -> Option<Attempt> {
-    let Value::Array(items) = v else { return None };
-    match int(items.first()?)? {
-        1 => Some(Attempt::Acquired(int(items.get(1)?)? as u64)),
-        _ => {
-            let pttl = int(items.get(1)?)?;
-            let cur = bytes(items.get(2)?);
-            let holder_token = bytes(items.get(3)?);
-            Some(Attempt::Busy(Busy {
-                pttl,
-                celeriac: cur.is_some() && cur == holder_token,
-            }))
-        }
-    }
-}
-
-pub(crate) fn int(v: &Value) -> Option<i64> {
-    match v {
-        Value::Int(i) => Some(*i),
-        Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
-        _ => None,
-    }
-}
-
-pub(crate) fn bytes(v: &Value) -> Option<Vec<u8>> {
-    match v {
-        Value::BulkString(b) => Some(b.clone()),
-        Value::SimpleString(s) => Some(s.clone().into_bytes()),
-        _ => None,
-    }
-}
-
-pub(crate) fn bad_reply(name: &str, v: &Value) -> LockError {
-    LockError::redis(
-        name,
-        redis::RedisError::from((
-            redis::ErrorKind::Parse,
-            "unexpected reply from a lock script",
-            format!("{v:?}"),
-        )),
-    )
-}
-
 /// Read the current holder of `name`: its token and TTL, and its holder hash when that
 /// hash describes the same token.
 pub(crate) async fn read_holder(client: &Client, name: &str) -> Result<Option<Holder>, LockError> {
     let mut conn = client.conn().await?;
-    let (value, pttl, hash): (Option<Vec<u8>>, i64, HashMap<String, String>) = redis::pipe()
-        .cmd("GET")
-        .arg(keys::lock_key(name))
-        .cmd("PTTL")
-        .arg(keys::lock_key(name))
-        .cmd("HGETALL")
-        .arg(keys::holder_key(name))
-        .query_async(&mut conn)
-        .await
-        .map_err(|e| LockError::redis(name, e))?;
-    Ok(value.map(|token| holder_from_parts(token, pttl, &hash)))
-}
-
-pub(crate) fn holder_from_parts(
-    token: Vec<u8>,
-    pttl: i64,
-    hash: &HashMap<String, String>,
-) -> Holder {
-    let info = (hash.get("token").map(|t| t.as_bytes()) == Some(token.as_slice()))
-        .then(|| HolderInfo::from_hash(hash).map(Box::new))
-        .flatten();
-    Holder {
-        token,
-        ttl: (pttl >= 0).then(|| Duration::from_millis(pttl as u64)),
-        info,
-    }
-}
-
-/// The compare-and-delete script call for `name` held with `token`.
-pub(crate) fn release_invocation(name: &str, token: &[u8]) -> redis::ScriptInvocation<'static> {
-    let mut inv = scripts::RELEASE.key(keys::lock_key(name));
-    inv.key(keys::holder_key(name))
-        .arg(token)
-        .arg(keys::released_channel(name));
-    inv
-}
-
-/// The same compare-and-delete as one `EVAL` with the script's text, for releases whose
-/// reply is not waited for: an `EVALSHA` answered `NOSCRIPT` (a fresh server, `SCRIPT
-/// FLUSH`) would be retried only after whatever this client sent next, out of order.
-pub(crate) fn release_eval_cmd(name: &str, token: &[u8]) -> redis::Cmd {
-    let mut cmd = redis::cmd("EVAL");
-    cmd.arg(scripts::RELEASE_LUA)
-        .arg(2)
-        .arg(keys::lock_key(name))
-        .arg(keys::holder_key(name))
-        .arg(token)
-        .arg(keys::released_channel(name));
-    cmd
+    let (value, pttl, hash): (Option<Vec<u8>>, i64, HashMap<String, String>) =
+        wire::read_holder(name)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| LockError::redis(name, e))?;
+    Ok(value.map(|token| wire::holder_from_parts(token, pttl, &hash)))
 }
 
 /// Compare-and-delete `name` if it holds `token`.
@@ -451,28 +332,11 @@ pub(crate) async fn release_raw(
     token: &[u8],
 ) -> Result<(), LockError> {
     let mut conn = client.conn().await?;
-    let code: i64 = release_invocation(name, token)
+    let code: i64 = wire::release(name, token)
         .invoke_async(&mut conn)
         .await
         .map_err(|e| LockError::redis(name, e))?;
-    owned_result(name, code)
-}
-
-pub(crate) fn owned_result(name: &str, code: i64) -> Result<(), LockError> {
-    match code {
-        1 => Ok(()),
-        0 => Err(LockError::NotOwned {
-            name: name.to_string(),
-            reason: NotOwnedReason::Expired,
-        }),
-        -2 => Err(LockError::NoTimeout {
-            name: name.to_string(),
-        }),
-        _ => Err(LockError::NotOwned {
-            name: name.to_string(),
-            reason: NotOwnedReason::HeldByOther,
-        }),
-    }
+    wire::owned_result(name, code)
 }
 
 /// Waits for a wake-up on the released channels (and keyspace notifications, when the
@@ -566,10 +430,7 @@ impl Drop for FairQueueExit {
         if let Some((client, name, token)) = self.armed.take() {
             client.spawn_handle().spawn(async move {
                 if let Ok(mut conn) = client.conn().await {
-                    let _: Result<i64, _> = scripts::LEAVE_QUEUE
-                        .key(keys::queue_key(&name))
-                        .key(keys::queue_alive_key(&name))
-                        .arg(&token)
+                    let _: Result<i64, _> = wire::leave_queue(&name, &token)
                         .invoke_async(&mut conn)
                         .await;
                 }
@@ -705,16 +566,11 @@ impl LockGuard {
             });
         }
         let mut conn = self.client.conn().await?;
-        let code: i64 = scripts::EXTEND
-            .key(keys::lock_key(&self.name))
-            .key(keys::holder_key(&self.name))
-            .arg(&self.token)
-            .arg(by.as_millis() as u64)
-            .arg(if replace_ttl { "1" } else { "0" })
+        let code: i64 = wire::extend(&self.name, &self.token, by.as_millis() as u64, replace_ttl)
             .invoke_async(&mut conn)
             .await
             .map_err(|e| LockError::redis(&self.name, e))?;
-        owned_result(&self.name, code)
+        wire::owned_result(&self.name, code)
     }
 
     /// Reset the TTL to the one the lock was taken with (redis-py `reacquire()`).
@@ -725,15 +581,11 @@ impl LockGuard {
             });
         };
         let mut conn = self.client.conn().await?;
-        let code: i64 = scripts::REACQUIRE
-            .key(keys::lock_key(&self.name))
-            .key(keys::holder_key(&self.name))
-            .arg(&self.token)
-            .arg(ttl.as_millis() as u64)
+        let code: i64 = wire::reacquire(&self.name, &self.token, ttl.as_millis() as u64)
             .invoke_async(&mut conn)
             .await
             .map_err(|e| LockError::redis(&self.name, e))?;
-        owned_result(&self.name, code)
+        wire::owned_result(&self.name, code)
     }
 
     /// Release the lock (compare-and-delete). [`LockError::NotOwned`] says whether it had
@@ -805,11 +657,11 @@ pub(crate) fn release_in_background(client: Client, name: String, token: Vec<u8>
     let mut release = Box::pin(async move {
         let result = async {
             let mut conn = client.conn().await?;
-            let code: i64 = release_eval_cmd(&name, &token)
+            let code: i64 = wire::release_eval(&name, &token)
                 .query_async(&mut conn)
                 .await
                 .map_err(|e| LockError::redis(&name, e))?;
-            owned_result(&name, code)
+            wire::owned_result(&name, code)
         };
         if let Err(e) = result.await {
             tracing::warn!(lock = %name, error = %e, "release on drop failed");

@@ -15,11 +15,8 @@ use tokio::time::Instant;
 use crate::client::Client;
 use crate::error::LockError;
 use crate::holder::holder_fields;
-use crate::keys;
-use crate::lock::{
-    Busy, LockGuard, LockOptions, Waiter, bad_reply, bytes, int, read_holder, wait_interval,
-};
-use crate::scripts;
+use crate::lock::{LockGuard, LockOptions, Waiter, read_holder, wait_interval};
+use crate::wire::{self, Busy};
 
 /// Several lock names to be acquired together. Build with [`Client::multi_lock`].
 #[derive(Debug, Clone)]
@@ -119,51 +116,20 @@ impl MultiLock {
         }
     }
 
+    /// One all-or-nothing attempt: every fence, or the index of the first busy name and
+    /// what the attempt saw of it.
     #[allow(clippy::type_complexity)]
     async fn attempt(&self, token: &[u8]) -> Result<Result<Vec<u64>, (usize, Busy)>, LockError> {
         let label = self.names.join(",");
         let mut conn = self.client.conn().await?;
-        let ttl_ms = self
-            .opts
-            .timeout
-            .map(|t| (t.as_millis() as u64).max(1))
-            .unwrap_or(0);
-        let mut inv = scripts::ACQUIRE_MANY.key(keys::FENCE_KEY);
-        for n in &self.names {
-            inv.key(keys::lock_key(n)).key(keys::holder_key(n));
-        }
-        inv.arg(token).arg(ttl_ms).arg(holder_fields(
-            self.opts.purpose.as_deref(),
-            self.opts.task_id.as_deref(),
-        ));
-        let reply: Value = inv
-            .invoke_async(&mut conn)
-            .await
-            .map_err(|e| LockError::redis(&label, e))?;
-        let parsed = (|| {
-            let Value::Array(items) = &reply else {
-                return None;
-            };
-            if int(items.first()?)? == 1 {
-                let fences = items[1..]
-                    .iter()
-                    .map(|v| int(v).map(|f| f as u64))
-                    .collect::<Option<Vec<_>>>()?;
-                return Some(Ok(fences));
-            }
-            let index = (int(items.get(1)?)? as usize).checked_sub(1)?;
-            let pttl = int(items.get(2)?)?;
-            let cur = bytes(items.get(3)?);
-            let holder_token = bytes(items.get(4)?);
-            Some(Err((
-                index.min(self.names.len() - 1),
-                Busy {
-                    pttl,
-                    celeriac: cur.is_some() && cur == holder_token,
-                },
-            )))
-        })();
-        parsed.ok_or_else(|| bad_reply(&label, &reply))
+        let fields = holder_fields(self.opts.purpose.as_deref(), self.opts.task_id.as_deref());
+        let reply: Value =
+            wire::acquire_many(&self.names, token, wire::ttl_ms(self.opts.timeout), &fields)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(|e| LockError::redis(&label, e))?;
+        wire::parse_acquire_many(&reply, self.names.len())
+            .ok_or_else(|| wire::bad_reply(&label, &reply))
     }
 
     fn guards(&self, token: &[u8], fences: Vec<u64>) -> MultiGuard {

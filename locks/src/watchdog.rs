@@ -17,8 +17,7 @@ use tokio::time::Instant;
 
 use crate::client::Client;
 use crate::error::LostReason;
-use crate::keys;
-use crate::scripts;
+use crate::wire;
 
 /// A cloneable view of whether a held lock has been lost; pass it to the code doing the
 /// protected work so it can stop (or check before committing) once the lock is gone.
@@ -193,11 +192,7 @@ async fn run(client: Client) {
 
 async fn renew(client: &Client, name: &str, token: &[u8], ttl: Duration) -> Result<i64, String> {
     let mut conn = client.conn().await.map_err(|e| e.to_string())?;
-    scripts::REACQUIRE
-        .key(keys::lock_key(name))
-        .key(keys::holder_key(name))
-        .arg(token)
-        .arg(ttl.as_millis().max(1) as u64)
+    wire::reacquire(name, token, ttl.as_millis().max(1) as u64)
         .invoke_async::<i64>(&mut conn)
         .await
         .map_err(|e| e.to_string())

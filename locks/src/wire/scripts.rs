@@ -1,5 +1,8 @@
 //! The Lua scripts that make each multi-step lock operation atomic on the server.
 //!
+//! Part of floor 1 (wire), private to [`crate::wire`]: only the wire module builds calls to
+//! these scripts, so every key and argument order lives next to the script that reads it.
+//!
 //! Each script keeps redis-py's observable semantics for the lock key itself (see
 //! `redis/lock.py`: `LUA_RELEASE_SCRIPT`, `LUA_EXTEND_SCRIPT`, `LUA_REACQUIRE_SCRIPT`), so a
 //! Python process and a celeriac process holding the same name behave as two redis-py
@@ -22,7 +25,7 @@ use redis::Script;
 /// KEYS: lock, holder hash, fence counter. ARGV: token, ttl ms (`0` = no expiry), then
 /// holder field/value pairs.
 /// Returns `{1, fence}` or `{0, pttl, current value, holder-hash-token or false}`.
-pub static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
+pub(super) static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 local ok
@@ -52,7 +55,7 @@ return {0, redis.call('PTTL', KEYS[1]), cur, redis.call('HGET', KEYS[2], 'token'
 /// KEYS: lock, holder hash, fence counter, queue zset, queue-alive zset.
 /// ARGV: token (also the waiter id), ttl ms, waiter lease ms, then holder field/value pairs.
 /// Returns `{1, fence}` or `{0, pttl, current value, holder-hash-token or false, position}`.
-pub static ACQUIRE_FAIR: LazyLock<Script> = LazyLock::new(|| {
+pub(super) static ACQUIRE_FAIR: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 local t = redis.call('TIME')
@@ -96,7 +99,7 @@ return {0, redis.call('PTTL', KEYS[1]), cur, redis.call('HGET', KEYS[2], 'token'
 
 /// A fair waiter leaving the queue (gave up, cancelled).
 /// KEYS: queue zset, queue-alive zset. ARGV: token.
-pub static LEAVE_QUEUE: LazyLock<Script> = LazyLock::new(|| {
+pub(super) static LEAVE_QUEUE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 redis.call('ZREM', KEYS[1], ARGV[1])
@@ -112,11 +115,11 @@ return 1
 /// (-1), which redis-py folds into one `LockNotOwnedError`.
 ///
 /// KEYS: lock, holder hash. ARGV: token, released channel.
-pub static RELEASE: LazyLock<Script> = LazyLock::new(|| Script::new(RELEASE_LUA));
+pub(super) static RELEASE: LazyLock<Script> = LazyLock::new(|| Script::new(RELEASE_LUA));
 
 /// The text of [`RELEASE`], sent as `EVAL` by releases whose reply is not waited for
-/// (`crate::lock::release_eval_cmd`).
-pub const RELEASE_LUA: &str = r#"
+/// ([`super::release_eval`]).
+pub(super) const RELEASE_LUA: &str = r#"
 local cur = redis.call('GET', KEYS[1])
 if cur == ARGV[1] then
   redis.call('DEL', KEYS[1])
@@ -134,7 +137,7 @@ return 0
 /// returns 0 there (raising `LockNotOwnedError`), we return -2 so the error can say why.
 ///
 /// KEYS: lock, holder hash. ARGV: token, ms, "0"|"1".
-pub static EXTEND: LazyLock<Script> = LazyLock::new(|| {
+pub(super) static EXTEND: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 local cur = redis.call('GET', KEYS[1])
@@ -157,7 +160,7 @@ return 1
 /// holder hash follows. This is what the watchdog sends every TTL/3.
 ///
 /// KEYS: lock, holder hash. ARGV: token, ms.
-pub static REACQUIRE: LazyLock<Script> = LazyLock::new(|| {
+pub(super) static REACQUIRE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 local cur = redis.call('GET', KEYS[1])
@@ -181,7 +184,7 @@ return 1
 /// field/value pairs.
 /// Returns `{1, fence...}` or `{0, index of the first busy name (1-based), pttl, value,
 /// holder-hash-token or false}`.
-pub static ACQUIRE_MANY: LazyLock<Script> = LazyLock::new(|| {
+pub(super) static ACQUIRE_MANY: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 for i = 2, #KEYS, 2 do
@@ -212,7 +215,7 @@ return out
 /// its holder hash and wake celeriac waiters. Returns the value that was deleted, or false.
 ///
 /// KEYS: lock, holder hash. ARGV: released channel, expected value ("" = any).
-pub static FORCE_RELEASE: LazyLock<Script> = LazyLock::new(|| {
+pub(super) static FORCE_RELEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 local cur = redis.call('GET', KEYS[1])
