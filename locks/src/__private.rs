@@ -1,5 +1,10 @@
 //! Support code called by the `#[only_one]` expansion. Not a public API: names and
 //! signatures here may change in any release.
+//!
+//! Floor 4 (front-ends), the top: turns the attribute's arguments into a [`crate::Lock`]
+//! (async bodies) or a [`blocking::Lock`] (plain `fn`s) and their errors into [`NotRun`].
+//! The generated code names only `::locks::__private::*` and `::locks::NotRun`, so the
+//! modules below can move without touching the macro.
 
 use std::borrow::Borrow;
 use std::future::Future;
@@ -8,7 +13,7 @@ use std::time::Duration;
 use crate::blocking;
 use crate::client::Client;
 use crate::error::{LockError, NotRun};
-use crate::lock::LockGuard;
+use crate::guard::LockGuard;
 
 /// What to do when the lock is busy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,7 +31,7 @@ pub enum Policy {
 pub struct Spec {
     /// Key TTL in ms, 0 = no expiry.
     pub timeout_ms: u64,
-    /// Contention policy.
+    /// What to do when the lock is busy (`policy = ...`).
     pub policy: Policy,
     /// Deadline for `Policy::Wait`, ms.
     pub wait_ms: Option<u64>,

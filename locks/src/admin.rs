@@ -6,6 +6,10 @@
 //! whose value is a 32-hex-digit token (`uuid1().hex`). With an explicit pattern, every
 //! string key matching it is listed, whatever its value (a Python lock taken with a custom
 //! token, `acquire(token="host1:pid42")`, still shows up).
+//!
+//! Floor 4 (front-ends): reads holders the way [`crate::Lock::holder`] does and breaks
+//! locks with the wire's force-release; it holds no lock itself, so it never touches guards
+//! or the watchdog.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime};
@@ -17,14 +21,14 @@ use crate::keys;
 use crate::lock::read_holder;
 use crate::wire;
 
-/// Who wrote a lock.
+/// Which kind of client wrote a lock, as far as its value and holder hash tell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LockKind {
     /// A celeriac process (holder hash present and matching).
     Celeriac,
     /// A redis-py default token (`uuid1().hex`).
     RedisPy,
-    /// Some other string value.
+    /// Some other string value (redis-py with a custom token, or not a lock at all).
     Other,
 }
 
@@ -33,9 +37,9 @@ pub enum LockKind {
 pub struct LockEntry {
     /// The lock name (= key).
     pub name: String,
-    /// Its holder.
+    /// The lock's token and TTL, and the holder's identity when a celeriac process holds it.
     pub holder: Holder,
-    /// Who wrote it.
+    /// Which kind of client wrote it.
     pub kind: LockKind,
     /// How long it has been held, when the holder recorded or encoded a time.
     pub age: Option<Duration>,
@@ -68,7 +72,7 @@ async fn scan(
     pattern: &str,
     type_: Option<&str>,
 ) -> Result<Vec<String>, LockError> {
-    let mut conn = client.conn().await?;
+    let mut conn = client.connection().shared().await?;
     let mut cursor: u64 = 0;
     let mut out = BTreeSet::new();
     loop {
@@ -110,7 +114,7 @@ pub async fn list(client: &Client, pattern: Option<&str>) -> Result<Vec<LockEntr
     );
     for hk in scan(client, &holder_pattern, Some("hash")).await? {
         if let Some(name) = keys::name_from_holder_key(&hk)
-            && let Some(h) = read_holder(client, name).await?
+            && let Some(h) = read_holder(client.connection(), name).await?
         {
             found.insert(name.to_string(), LockEntry::new(name.to_string(), h));
         }
@@ -119,7 +123,7 @@ pub async fn list(client: &Client, pattern: Option<&str>) -> Result<Vec<LockEntr
         if keys::is_derived(&key) || found.contains_key(&key) {
             continue;
         }
-        if let Some(h) = read_holder(client, &key).await?
+        if let Some(h) = read_holder(client.connection(), &key).await?
             && (pattern.is_some() || h.info.is_some() || looks_like_redis_py_token(&h.token))
         {
             found.insert(key.clone(), LockEntry::new(key, h));
@@ -130,7 +134,7 @@ pub async fn list(client: &Client, pattern: Option<&str>) -> Result<Vec<LockEntr
 
 /// One lock by name; `None` when nobody holds it.
 pub async fn show(client: &Client, name: &str) -> Result<Option<LockEntry>, LockError> {
-    Ok(read_holder(client, name)
+    Ok(read_holder(client.connection(), name)
         .await?
         .map(|h| LockEntry::new(name.to_string(), h)))
 }
@@ -186,7 +190,7 @@ pub async fn force_release(
     name: &str,
     expected: Option<&[u8]>,
 ) -> Result<bool, LockError> {
-    let mut conn = client.conn().await?;
+    let mut conn = client.connection().shared().await?;
     let deleted: Option<Vec<u8>> = wire::force_release(name, expected)
         .invoke_async(&mut conn)
         .await
@@ -203,7 +207,7 @@ pub async fn release_held_by_pid(client: &Client, pid: u32) -> Result<Vec<String
         let Some(name) = keys::name_from_holder_key(&hk) else {
             continue;
         };
-        if let Some(h) = read_holder(client, name).await?
+        if let Some(h) = read_holder(client.connection(), name).await?
             && let Some(info) = &h.info
             && info.pid == pid
             && info.host == host

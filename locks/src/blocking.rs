@@ -8,14 +8,18 @@
 //! [`LockGuard`], including during a panic, sends the release before `drop` returns; its
 //! reply is read with the next command's (one round trip for both), while
 //! [`LockGuard::release`] waits for it and returns redis-py's not-owned error.
+//!
+//! Floor 4 (front-ends): wraps the async [`crate::Lock`] and [`crate::LockGuard`] of floor 3,
+//! and goes under them, straight to the connection's direct path and the wire commands, for
+//! the operations that need no waiting. Nothing below imports it.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use redis::Value;
 
-use crate::error::LockError;
-use crate::error::LostReason;
+use crate::connection::Connection;
+use crate::error::{LockError, LostReason};
 use crate::holder::Holder;
 use crate::keys;
 use crate::runtime::block_on;
@@ -57,7 +61,8 @@ impl Client {
         }
     }
 
-    /// The async client underneath.
+    /// The async client underneath (same connections, same watchdog), for code that mixes
+    /// both APIs.
     pub fn as_async(&self) -> &crate::Client {
         &self.inner
     }
@@ -80,12 +85,10 @@ macro_rules! forward_options {
     };
 }
 
-pub(crate) fn read_holder_direct(
-    client: &crate::Client,
-    name: &str,
-) -> Result<Option<Holder>, LockError> {
+/// Who holds `name`, read over the direct connection (see [`crate::Lock::holder`]).
+fn read_holder_direct(conn: &Connection, name: &str) -> Result<Option<Holder>, LockError> {
     let (value, pttl, hash): (Option<Vec<u8>>, i64, HashMap<String, String>) =
-        client.with_direct(name, |c| wire::read_holder(name).query(c))?;
+        conn.with_direct(name, |c| wire::read_holder(name).query(c))?;
     Ok(value.map(|token| wire::holder_from_parts(token, pttl, &hash)))
 }
 
@@ -121,7 +124,8 @@ impl Lock {
         }
     }
 
-    /// One non-blocking attempt.
+    /// One attempt that never waits, whatever the options say (see
+    /// [`crate::Lock::try_acquire`]).
     pub fn try_acquire(&self) -> Result<LockGuard, LockError> {
         if self.inner.opts.fair {
             let lock = self.inner.clone();
@@ -133,9 +137,12 @@ impl Lock {
     /// One `SET NX` attempt over the direct connection: `Ok(Err(()))` when busy.
     fn attempt_direct(&self) -> Result<Result<LockGuard, ()>, LockError> {
         let lock = &self.inner;
-        let token = lock.new_token_pub();
+        let token = lock.new_token();
         let inv = lock.acquire_invocation(&token);
-        let reply: Value = lock.client.with_direct(&lock.name, |c| inv.invoke(c))?;
+        let reply: Value = lock
+            .client
+            .connection()
+            .with_direct(&lock.name, |c| inv.invoke(c))?;
         match wire::parse_attempt(&reply).ok_or_else(|| wire::bad_reply(&lock.name, &reply))? {
             Attempt::Acquired(fence) => Ok(Ok(LockGuard::new(lock.guard(token, fence)))),
             Attempt::Busy(_) => Ok(Err(())),
@@ -143,7 +150,7 @@ impl Lock {
     }
 
     fn not_acquired(&self) -> LockError {
-        match read_holder_direct(&self.inner.client, &self.inner.name) {
+        match read_holder_direct(self.inner.client.connection(), &self.inner.name) {
             Ok(holder) => LockError::NotAcquired {
                 name: self.inner.name.clone(),
                 holder,
@@ -156,25 +163,26 @@ impl Lock {
     /// Whether anyone holds the lock.
     pub fn locked(&self) -> Result<bool, LockError> {
         let name = &self.inner.name;
-        self.inner.client.with_direct(name, |c| {
+        self.inner.client.connection().with_direct(name, |c| {
             redis::cmd("EXISTS").arg(keys::lock_key(name)).query(c)
         })
     }
 
     /// Who holds the lock now.
     pub fn holder(&self) -> Result<Option<Holder>, LockError> {
-        read_holder_direct(&self.inner.client, &self.inner.name)
+        read_holder_direct(self.inner.client.connection(), &self.inner.name)
     }
 
     /// Release the lock if it holds `token`.
     pub fn release_token(&self, token: &[u8]) -> Result<(), LockError> {
-        release_direct(&self.inner.client, &self.inner.name, token)
+        release_direct(self.inner.client.connection(), &self.inner.name, token)
     }
 }
 
-fn release_direct(client: &crate::Client, name: &str, token: &[u8]) -> Result<(), LockError> {
+/// Compare-and-delete over the direct connection, waiting for the answer.
+fn release_direct(conn: &Connection, name: &str, token: &[u8]) -> Result<(), LockError> {
     let inv = wire::release(name, token);
-    let code: i64 = client.with_direct(name, |c| inv.invoke(c))?;
+    let code: i64 = conn.with_direct(name, |c| inv.invoke(c))?;
     wire::owned_result(name, code)
 }
 
@@ -186,7 +194,7 @@ pub struct LockGuard {
 }
 
 impl LockGuard {
-    pub(crate) fn new(g: crate::LockGuard) -> LockGuard {
+    fn new(g: crate::LockGuard) -> LockGuard {
         LockGuard { inner: Some(g) }
     }
 
@@ -194,7 +202,7 @@ impl LockGuard {
         self.inner.as_ref().expect("guard present until release")
     }
 
-    /// The lock name.
+    /// The name of the lock held (= its Redis key).
     pub fn name(&self) -> &str {
         self.g().name()
     }
@@ -214,7 +222,8 @@ impl LockGuard {
         self.g().is_lost()
     }
 
-    /// A cloneable loss signal.
+    /// A cloneable loss signal to hand to the code doing the protected work (see
+    /// [`crate::LockGuard::lost_signal`]).
     pub fn lost_signal(&self) -> LostSignal {
         self.g().lost_signal()
     }
@@ -222,7 +231,7 @@ impl LockGuard {
     /// Whether the key still holds our token (redis-py `owned()`).
     pub fn owned(&self) -> Result<bool, LockError> {
         let g = self.g();
-        let v: Option<Vec<u8>> = g.client().with_direct(g.name(), |c| {
+        let v: Option<Vec<u8>> = g.client().connection().with_direct(g.name(), |c| {
             redis::cmd("GET").arg(keys::lock_key(g.name())).query(c)
         })?;
         Ok(v.as_deref() == Some(g.token()))
@@ -250,7 +259,7 @@ impl LockGuard {
 /// Stop renewing, then compare-and-delete over the direct connection.
 fn finish(mut g: crate::LockGuard) -> Result<(), LockError> {
     g.stop_watchdog();
-    let result = release_direct(g.client(), g.name(), g.token());
+    let result = release_direct(g.client().connection(), g.name(), g.token());
     if !matches!(result, Err(LockError::Redis { .. })) {
         g.released = true;
     }
@@ -267,7 +276,7 @@ impl Drop for LockGuard {
     fn drop(&mut self) {
         if let Some(mut g) = self.inner.take() {
             g.stop_watchdog();
-            match g.client().send_release(g.name(), g.token()) {
+            match g.client().connection().send_release(g.name(), g.token()) {
                 Ok(()) => g.released = true,
                 Err(e) => {
                     tracing::warn!(lock = %g.name(), error = %e, "release on drop: not sent; retrying from the runtime")

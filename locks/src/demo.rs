@@ -5,6 +5,9 @@
 //! [`NotRun::Skipped`](crate::NotRun::Skipped)). The lock client comes from the
 //! environment (`CELERIAC_LOCK_URL`, else `CELERY_BROKER_URL`), so a worker started with
 //! `-b redis://...` locks on the same server as its broker, as JWQL does.
+//!
+//! Floor 4 (front-ends): plain users of `#[only_one]`, which expands to calls into
+//! `__private`.
 
 use std::time::Duration;
 

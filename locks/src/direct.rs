@@ -16,6 +16,10 @@
 //!
 //! An explicit [`crate::blocking::LockGuard::release`] still waits for its reply, because it
 //! returns redis-py's not-owned error.
+//!
+//! Floor 2 (connection), owned by [`crate::connection::Connection`], which opens it, keeps
+//! it in its slot and sends again what it could not confirm. It builds the release and reads
+//! its code through [`crate::wire`], and knows nothing of guards.
 
 use std::collections::VecDeque;
 
@@ -93,6 +97,8 @@ impl DirectConn {
         all
     }
 
+    /// Bound every socket read and write, so a server that stops answering fails the
+    /// operation (and the connection is replaced) instead of hanging the caller.
     pub(crate) fn set_timeouts(&self, t: std::time::Duration) -> RedisResult<()> {
         self.conn.set_read_timeout(Some(t))?;
         self.conn.set_write_timeout(Some(t))

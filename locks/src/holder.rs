@@ -9,6 +9,9 @@
 //!
 //! Liveness ([`HolderInfo::liveness`]) is decided only for holders on this host; elsewhere
 //! it is unknown, never guessed.
+//!
+//! Floor 0 (plain data): imports nothing from the crate. Writing the hash and reading it back
+//! from Redis are the wire's job ([`crate::wire`]); this module only says what is in it.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -116,7 +119,7 @@ pub struct Holder {
 pub struct HolderInfo {
     /// Host name of the holding process.
     pub host: String,
-    /// Its pid.
+    /// Process id of the holding process on that host.
     pub pid: u32,
     /// Its start time in clock ticks since boot (tells a recycled pid apart).
     pub pid_start: Option<u64>,

@@ -8,6 +8,9 @@
 //! Python lock name in normal use.
 //!
 //! No other module builds a key or channel name from a literal.
+//!
+//! Floor 0 (plain data): imports nothing from the crate; the wire and the waiting code
+//! above use these names.
 
 /// Prefix of every key and channel celeriac derives from a lock name.
 pub const PREFIX: &str = "celeriac:lock:";

@@ -17,22 +17,38 @@
 //! * **all-or-nothing multi-lock** acquire in sorted order ([`MultiLock`]), so overlapping
 //!   sets cannot deadlock.
 //!
-//! # Modules
+//! # Modules, in floors
 //!
-//! | module | owns |
-//! |---|---|
-//! | [`keys`] | every key and channel name (the lock key itself is the name as given) |
-//! | `wire` | every command and script call, built from names and tokens, and every reply parsed; its `scripts` are the Lua, each stating what it guarantees |
-//! | `client` | [`Client`]: connection, configuration from the environment |
-//! | `lock` | [`Lock`], [`LockOptions`], [`LockGuard`]: acquire/wait, release, extend |
-//! | `multi` | [`MultiLock`], [`MultiGuard`] |
-//! | `watchdog` | renewal and [`LostSignal`] |
-//! | `holder` | [`Holder`], [`HolderInfo`], [`Liveness`], uuid1 token decoding |
-//! | [`admin`] | list / show / break locks (behind `celeriac locks`) |
-//! | [`blocking`] | the same API for synchronous code, no runtime needed |
-//! | `direct` | the blocking API's connection; a dropped guard's release shares the next command's round trip |
-//! | `error` | [`LockError`], [`NotOwnedReason`], [`LostReason`], [`NotRun`] |
-//! | [`demo`] | the body of the `shared_tasks.locked_sleep` test task |
+//! A module imports only from the floors below its own and, within its floor, from the
+//! modules listed below it here, so the table is an order of the module graph: there is no
+//! import circle, and each module can be read, tested and changed knowing only what is
+//! under it.
+//!
+//! | floor | module | owns |
+//! |---|---|---|
+//! | 4 front-ends | [`demo`] | the body of the `shared_tasks.locked_sleep` test task |
+//! | | `__private` | what the `#[only_one]` expansion calls |
+//! | | [`admin`] | list / show / break locks (behind `celeriac locks`) |
+//! | | [`blocking`] | the same API for synchronous code, no runtime needed |
+//! | 3 locks | `multi` | [`MultiLock`], [`MultiGuard`], [`Client::multi_lock`] |
+//! | | `lock` | [`Lock`], [`LockOptions`], [`Client::lock`]: acquire, try, read the holder |
+//! | | `guard` | [`LockGuard`]: owned, extend, reacquire, release, release on drop |
+//! | | `wait` | waiting for a release: back-off, pub/sub wake-ups, leaving the fair queue |
+//! | | `client` | [`Client`]: the connection plus its watchdog; configuration from the environment |
+//! | | `watchdog` | renewal of held locks and [`LostSignal`] |
+//! | 2 connection | `connection` | the shared async connection, the direct one's slot, background releases, URL redaction |
+//! | | `direct` | the blocking API's connection; a dropped guard's release shares the next command's round trip |
+//! | 1 wire | `wire` | every command and script call, built from names and tokens, and every reply parsed; its `scripts` are the Lua, each stating what it guarantees |
+//! | 0 data | `error` | [`LockError`], [`NotOwnedReason`], [`LostReason`], [`NotRun`] |
+//! | | `holder` | [`Holder`], [`HolderInfo`], [`Liveness`], this process's identity, uuid1 token decoding |
+//! | | [`keys`] | every key and channel name (the lock key itself is the name as given) |
+//! | | `runtime` | the library's private tokio runtime |
+//!
+//! The connection layer knows no lock type: the constructors [`Client::lock`] and
+//! [`Client::multi_lock`] are defined with the types they build, and [`Client`] sits on
+//! floor 3 because it owns the watchdog. Releases are wire commands the connection sends by
+//! itself (from a guard's `Drop`, or again after a broken connection), which is why the
+//! wire sits under the connection and not above it.
 //!
 //! # Async
 //!
@@ -137,27 +153,35 @@
 // Lets the `#[only_one]` expansion (which names `::locks`) work inside this crate too.
 extern crate self as locks;
 
-pub mod admin;
-pub mod blocking;
-mod client;
-pub mod demo;
-mod direct;
+// Floor 0: plain data and support.
 mod error;
 mod holder;
 pub mod keys;
+mod runtime;
+// Floor 1: the wire.
+mod wire;
+// Floor 2: the connection.
+mod connection;
+mod direct;
+// Floor 3: locks.
+mod client;
+mod guard;
 mod lock;
 mod multi;
-mod runtime;
+mod wait;
 mod watchdog;
-mod wire;
-
+// Floor 4: front-ends.
 #[doc(hidden)]
 pub mod __private;
+pub mod admin;
+pub mod blocking;
+pub mod demo;
 
 pub use client::{Client, DEFAULT_URL, URL_ENV_VARS};
 pub use error::{LockError, LostReason, NotOwnedReason, NotRun};
+pub use guard::LockGuard;
 pub use holder::{Holder, HolderInfo, Liveness, decode_uuid1_hex, hostname};
-pub use lock::{DEFAULT_SLEEP, Lock, LockGuard, LockOptions};
+pub use lock::{DEFAULT_SLEEP, Lock, LockOptions};
 pub use multi::{MultiGuard, MultiLock};
 pub use watchdog::LostSignal;
 

@@ -1,4 +1,5 @@
-//! [`Lock`] (a redis-py compatible lock on one name) and [`LockGuard`] (a held lock).
+//! [`Lock`]: a redis-py compatible lock on one name — its options, the acquire loop, and
+//! the reads anyone may do (`locked`, `holder`). What a holder does is [`LockGuard`]'s.
 //!
 //! On the wire this is redis-py's `Lock`: key = the name as given, value = an opaque token
 //! (32 hex digits, like redis-py's `uuid1().hex`; ours are random v4), acquire =
@@ -13,34 +14,29 @@
 //!
 //! Deliberately not here: re-entrancy (redis-py locks are not re-entrant either; a holder
 //! that acquires its own lock again waits, bounded by `blocking_timeout`).
+//!
+//! Floor 3 (locks). The acquire loop is built from the wire's attempt ([`crate::wire`]),
+//! the waiting of [`crate::wait`] and the guard of [`crate::guard`]; [`Client::lock`] is
+//! defined here so the client and connection below know no lock type.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use redis::Value;
-use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::client::Client;
-use crate::error::{LockError, LostReason};
+use crate::connection::Connection;
+use crate::error::LockError;
+use crate::guard::{self, LockGuard};
 use crate::holder::{Holder, holder_fields};
 use crate::keys;
-use crate::watchdog::{self, LostSignal};
-use crate::wire::{self, Attempt, Busy};
+use crate::wait::{FAIR_WAITER_LEASE, FairQueueExit, Waiter, wait_interval};
+use crate::wire::{self, Attempt};
 
 /// redis-py's default polling interval (`Lock(sleep=0.1)`), used while a non-celeriac
 /// holder has the lock (nothing will wake us when it releases).
 pub const DEFAULT_SLEEP: Duration = Duration::from_millis(100);
-
-/// Longest a waiter sleeps between attempts while a celeriac holder has the lock: its
-/// release wakes us through pub/sub, so this only bounds the cost of a missed wake-up
-/// (holder killed with a TTL-less lock, pub/sub connection dropped).
-const CELERIAC_HOLDER_MAX_WAIT: Duration = Duration::from_secs(1);
-
-/// How long a fair-mode waiter stays queued without refreshing (it refreshes at every
-/// attempt, at least once per [`CELERIAC_HOLDER_MAX_WAIT`]).
-const FAIR_WAITER_LEASE: Duration = Duration::from_secs(5);
 
 /// Options of a lock, named as redis-py names them where it has them.
 #[derive(Debug, Clone)]
@@ -91,15 +87,19 @@ pub struct Lock {
     pub(crate) opts: LockOptions,
 }
 
-impl Lock {
-    pub(crate) fn new(client: Client, name: String) -> Lock {
+impl Client {
+    /// A lock on `name` (the key, used as given, as redis-py does), with redis-py's
+    /// defaults: no timeout, blocking, no blocking timeout, 0.1 s polling sleep.
+    pub fn lock(&self, name: impl Into<String>) -> Lock {
         Lock {
-            client,
-            name,
+            client: self.clone(),
+            name: name.into(),
             opts: LockOptions::default(),
         }
     }
+}
 
+impl Lock {
     /// Key TTL (redis-py `timeout`); `PX` in milliseconds on the wire.
     pub fn timeout(mut self, ttl: Duration) -> Self {
         self.opts.timeout = Some(ttl).filter(|t| !t.is_zero());
@@ -154,7 +154,8 @@ impl Lock {
         self
     }
 
-    /// Replace all options.
+    /// Replace every option at once, e.g. with a [`LockOptions`] kept in a configuration
+    /// struct (the other option methods each set one field of it).
     pub fn options(mut self, opts: LockOptions) -> Self {
         self.opts = opts;
         self
@@ -176,8 +177,9 @@ impl Lock {
             .blocking_timeout
             .filter(|_| self.opts.blocking)
             .map(|t| started + t);
-        let mut queued = FairQueueExit::new(self, &token);
-        let mut waiter = Waiter::new(&self.client, std::slice::from_ref(&self.name));
+        let conn = self.client.connection();
+        let mut queued = FairQueueExit::new(conn, &self.name, &token, self.opts.fair);
+        let mut waiter = Waiter::new(conn, std::slice::from_ref(&self.name));
         loop {
             match self.attempt(&token).await? {
                 Attempt::Acquired(fence) => {
@@ -217,7 +219,7 @@ impl Lock {
 
     /// Whether anyone holds the lock (redis-py `locked()`: any value counts).
     pub async fn locked(&self) -> Result<bool, LockError> {
-        let mut conn = self.client.conn().await?;
+        let mut conn = self.client.connection().shared().await?;
         redis::cmd("EXISTS")
             .arg(keys::lock_key(&self.name))
             .query_async(&mut conn)
@@ -227,17 +229,19 @@ impl Lock {
 
     /// Who holds the lock now, if anyone.
     pub async fn holder(&self) -> Result<Option<Holder>, LockError> {
-        read_holder(&self.client, &self.name).await
+        read_holder(self.client.connection(), &self.name).await
     }
 
     /// Release the lock if it holds `token` (redis-py `do_release(expected_token)`); a
     /// holder's [`LockGuard::release`] is the usual way. Never deletes a lock holding
     /// another token.
     pub async fn release_token(&self, token: &[u8]) -> Result<(), LockError> {
-        release_raw(&self.client, &self.name, token).await
+        guard::release_token(&self.client, &self.name, token).await
     }
 
-    fn new_token(&self) -> Vec<u8> {
+    /// The token for one acquisition: the one set with [`Lock::token`], else a random one
+    /// (32 hex digits, like redis-py's `uuid1().hex`).
+    pub(crate) fn new_token(&self) -> Vec<u8> {
         self.opts
             .token
             .clone()
@@ -257,8 +261,9 @@ impl Lock {
         }
     }
 
-    pub(crate) async fn attempt(&self, token: &[u8]) -> Result<Attempt, LockError> {
-        let mut conn = self.client.conn().await?;
+    /// One attempt over the shared connection.
+    async fn attempt(&self, token: &[u8]) -> Result<Attempt, LockError> {
+        let mut conn = self.client.connection().shared().await?;
         let reply: Value = self
             .acquire_invocation(token)
             .invoke_async(&mut conn)
@@ -267,10 +272,7 @@ impl Lock {
         wire::parse_attempt(&reply).ok_or_else(|| wire::bad_reply(&self.name, &reply))
     }
 
-    pub(crate) fn new_token_pub(&self) -> Vec<u8> {
-        self.new_token()
-    }
-
+    /// The guard of this lock, just acquired with `token` and `fence`.
     pub(crate) fn guard(&self, token: Vec<u8>, fence: u64) -> LockGuard {
         LockGuard::new(
             self.client.clone(),
@@ -283,7 +285,7 @@ impl Lock {
     }
 
     async fn not_acquired(&self, waited: Duration) -> LockError {
-        match read_holder(&self.client, &self.name).await {
+        match read_holder(self.client.connection(), &self.name).await {
             Ok(holder) => LockError::NotAcquired {
                 name: self.name.clone(),
                 holder,
@@ -294,385 +296,17 @@ impl Lock {
     }
 }
 
-/// How long to wait before the next attempt, given what the last one saw.
-pub(crate) fn wait_interval(busy: &Busy, sleep: Duration, fair: bool) -> Duration {
-    if busy.pttl == -2 {
-        // Released between our SET NX and the read: try again at once.
-        return Duration::ZERO;
-    }
-    let base = if busy.celeriac || fair {
-        CELERIAC_HOLDER_MAX_WAIT
-    } else {
-        sleep
-    };
-    if busy.pttl > 0 {
-        // Never sleep past the key's expiry (+1 ms so it really is gone).
-        base.min(Duration::from_millis(busy.pttl as u64 + 1))
-    } else {
-        base
-    }
-}
-
 /// Read the current holder of `name`: its token and TTL, and its holder hash when that
 /// hash describes the same token.
-pub(crate) async fn read_holder(client: &Client, name: &str) -> Result<Option<Holder>, LockError> {
-    let mut conn = client.conn().await?;
+pub(crate) async fn read_holder(
+    conn: &Connection,
+    name: &str,
+) -> Result<Option<Holder>, LockError> {
+    let mut shared = conn.shared().await?;
     let (value, pttl, hash): (Option<Vec<u8>>, i64, HashMap<String, String>) =
         wire::read_holder(name)
-            .query_async(&mut conn)
+            .query_async(&mut shared)
             .await
             .map_err(|e| LockError::redis(name, e))?;
     Ok(value.map(|token| wire::holder_from_parts(token, pttl, &hash)))
-}
-
-/// Compare-and-delete `name` if it holds `token`.
-pub(crate) async fn release_raw(
-    client: &Client,
-    name: &str,
-    token: &[u8],
-) -> Result<(), LockError> {
-    let mut conn = client.conn().await?;
-    let code: i64 = wire::release(name, token)
-        .invoke_async(&mut conn)
-        .await
-        .map_err(|e| LockError::redis(name, e))?;
-    wire::owned_result(name, code)
-}
-
-/// Waits for a wake-up on the released channels (and keyspace notifications, when the
-/// server sends them) of some lock names, or for a timeout.
-pub(crate) struct Waiter<'a> {
-    client: &'a Client,
-    names: &'a [String],
-    sub: Option<redis::aio::PubSub>,
-    tried: bool,
-}
-
-impl<'a> Waiter<'a> {
-    pub(crate) fn new(client: &'a Client, names: &'a [String]) -> Self {
-        Waiter {
-            client,
-            names,
-            sub: None,
-            tried: false,
-        }
-    }
-
-    /// Whether a subscription was attempted (if it failed, we poll).
-    pub(crate) fn subscribed(&self) -> bool {
-        self.tried
-    }
-
-    pub(crate) async fn subscribe(&mut self) {
-        self.tried = true;
-        let mut channels = Vec::new();
-        for n in self.names {
-            channels.push(keys::released_channel(n));
-            channels.push(keys::keyspace_channel(self.client.db(), n));
-        }
-        let sub = async {
-            let mut ps = self.client.pubsub().await?;
-            ps.subscribe(&channels).await?;
-            Ok::<_, redis::RedisError>(ps)
-        };
-        match tokio::time::timeout(Duration::from_secs(2), sub).await {
-            Ok(Ok(ps)) => self.sub = Some(ps),
-            Ok(Err(e)) => tracing::debug!(error = %e, "no pub/sub wake-ups; polling"),
-            Err(_) => tracing::debug!("pub/sub subscribe timed out; polling"),
-        }
-    }
-
-    pub(crate) async fn wait(&mut self, max: Duration) {
-        if max.is_zero() {
-            return;
-        }
-        match &mut self.sub {
-            Some(ps) => {
-                let mut stream = ps.on_message();
-                match tokio::time::timeout(max, stream.next()).await {
-                    Ok(Some(_)) | Err(_) => {}
-                    Ok(None) => {
-                        // Connection gone: fall back to polling.
-                        drop(stream);
-                        self.sub = None;
-                    }
-                }
-            }
-            None => tokio::time::sleep(max).await,
-        }
-    }
-}
-
-/// Removes a fair-mode waiter from the queue if it stops waiting without the lock (gave
-/// up, error, or the future was dropped); otherwise the queue would wait for its lease to
-/// run out.
-struct FairQueueExit {
-    armed: Option<(Client, String, Vec<u8>)>,
-}
-
-impl FairQueueExit {
-    fn new(lock: &Lock, token: &[u8]) -> Self {
-        FairQueueExit {
-            armed: lock
-                .opts
-                .fair
-                .then(|| (lock.client.clone(), lock.name.clone(), token.to_vec())),
-        }
-    }
-
-    fn disarm(&mut self) {
-        self.armed = None;
-    }
-}
-
-impl Drop for FairQueueExit {
-    fn drop(&mut self) {
-        if let Some((client, name, token)) = self.armed.take() {
-            client.spawn_handle().spawn(async move {
-                if let Ok(mut conn) = client.conn().await {
-                    let _: Result<i64, _> = wire::leave_queue(&name, &token)
-                        .invoke_async(&mut conn)
-                        .await;
-                }
-            });
-        }
-    }
-}
-
-/// A held lock. Released by [`release`](LockGuard::release), which waits for the answer
-/// and reports a lock that was no longer ours, or when dropped (so a panic or a cancelled
-/// future still frees it). A drop queues the release on the client's connection before it
-/// returns, so the client's next command (acquiring the lock again, say) comes after it;
-/// the answer is awaited in the background and a failure logged. The connection is driven
-/// by a task of the runtime the client first connected from: if that runtime shuts down
-/// right after the drop, the release may not be sent and the lock lasts until its TTL, so
-/// end a program with `release().await` (the blocking API's drop has no such gap).
-pub struct LockGuard {
-    client: Client,
-    name: String,
-    token: Vec<u8>,
-    fence: u64,
-    ttl: Option<Duration>,
-    lost: LostSignal,
-    _lost_tx: Option<watch::Sender<Option<LostReason>>>,
-    /// Registration with the client's watchdog, while renewing.
-    watchdog: Option<u64>,
-    pub(crate) released: bool,
-}
-
-impl std::fmt::Debug for LockGuard {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LockGuard")
-            .field("name", &self.name)
-            .field("token", &String::from_utf8_lossy(&self.token))
-            .field("fence", &self.fence)
-            .field("ttl", &self.ttl)
-            .field("watchdog", &self.watchdog.is_some())
-            .finish()
-    }
-}
-
-impl LockGuard {
-    pub(crate) fn new(
-        client: Client,
-        name: String,
-        token: Vec<u8>,
-        fence: u64,
-        ttl: Option<Duration>,
-        watchdog_on: bool,
-    ) -> LockGuard {
-        let (tx, lost) = LostSignal::new();
-        let (watchdog, lost_tx) = match ttl {
-            Some(ttl) if watchdog_on => (
-                Some(watchdog::register(
-                    &client,
-                    name.clone(),
-                    token.clone(),
-                    ttl,
-                    tx,
-                )),
-                None,
-            ),
-            _ => (None, Some(tx)),
-        };
-        LockGuard {
-            client,
-            name,
-            token,
-            fence,
-            ttl,
-            lost,
-            _lost_tx: lost_tx,
-            watchdog,
-            released: false,
-        }
-    }
-
-    /// The lock name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// The token stored in the key.
-    pub fn token(&self) -> &[u8] {
-        &self.token
-    }
-
-    /// The fencing number issued with this acquisition: strictly greater than any number
-    /// issued to an earlier holder of the same name. Pass it to storage that should refuse
-    /// writes from a holder that lost the lock (`WHERE fence < $1`).
-    pub fn fence(&self) -> u64 {
-        self.fence
-    }
-
-    /// The TTL the lock was taken with (`None` = no expiry).
-    pub fn ttl(&self) -> Option<Duration> {
-        self.ttl
-    }
-
-    /// Whether the watchdog has found the lock lost.
-    pub fn is_lost(&self) -> Option<LostReason> {
-        self.lost.is_lost()
-    }
-
-    /// Resolves when the watchdog finds the lock lost (see [`LostSignal::lost`]).
-    pub async fn lost(&self) -> LostReason {
-        self.lost.lost().await
-    }
-
-    /// A cloneable loss signal to hand to the code doing the protected work.
-    pub fn lost_signal(&self) -> LostSignal {
-        self.lost.clone()
-    }
-
-    /// Whether the key still holds this guard's token (redis-py `owned()`).
-    pub async fn owned(&self) -> Result<bool, LockError> {
-        let mut conn = self.client.conn().await?;
-        let v: Option<Vec<u8>> = redis::cmd("GET")
-            .arg(keys::lock_key(&self.name))
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| LockError::redis(&self.name, e))?;
-        Ok(v.as_deref() == Some(self.token.as_slice()))
-    }
-
-    /// Add `by` to the remaining TTL, or set the TTL to `by` when `replace_ttl` (redis-py
-    /// `extend(additional_time, replace_ttl)`). Fails with [`LockError::NoTimeout`] on a
-    /// lock without TTL and [`LockError::NotOwned`] when the lock is no longer ours.
-    pub async fn extend(&self, by: Duration, replace_ttl: bool) -> Result<(), LockError> {
-        if self.ttl.is_none() {
-            return Err(LockError::NoTimeout {
-                name: self.name.clone(),
-            });
-        }
-        let mut conn = self.client.conn().await?;
-        let code: i64 = wire::extend(&self.name, &self.token, by.as_millis() as u64, replace_ttl)
-            .invoke_async(&mut conn)
-            .await
-            .map_err(|e| LockError::redis(&self.name, e))?;
-        wire::owned_result(&self.name, code)
-    }
-
-    /// Reset the TTL to the one the lock was taken with (redis-py `reacquire()`).
-    pub async fn reacquire(&self) -> Result<(), LockError> {
-        let Some(ttl) = self.ttl else {
-            return Err(LockError::NoTimeout {
-                name: self.name.clone(),
-            });
-        };
-        let mut conn = self.client.conn().await?;
-        let code: i64 = wire::reacquire(&self.name, &self.token, ttl.as_millis() as u64)
-            .invoke_async(&mut conn)
-            .await
-            .map_err(|e| LockError::redis(&self.name, e))?;
-        wire::owned_result(&self.name, code)
-    }
-
-    /// Release the lock (compare-and-delete). [`LockError::NotOwned`] says whether it had
-    /// expired or someone else holds it now; either way nothing of theirs is deleted.
-    pub async fn release(mut self) -> Result<(), LockError> {
-        self.stop_watchdog();
-        // Like redis-py's async Lock, the guard counts as released once the server has
-        // answered, whether or not we still owned it.
-        let result = release_raw(&self.client, &self.name, &self.token).await;
-        if !matches!(result, Err(LockError::Redis { .. })) {
-            self.released = true;
-        }
-        result
-    }
-
-    pub(crate) fn stop_watchdog(&mut self) {
-        if let Some(id) = self.watchdog.take() {
-            watchdog::unregister(&self.client, id);
-        }
-    }
-
-    pub(crate) fn client(&self) -> &Client {
-        &self.client
-    }
-
-    /// A copy that shares the identity but owns nothing: no watchdog, nothing released
-    /// on drop (the blocking API sends it to the runtime for one operation).
-    pub(crate) fn shadow(&self) -> LockGuard {
-        LockGuard {
-            client: self.client.clone(),
-            name: self.name.clone(),
-            token: self.token.clone(),
-            fence: self.fence,
-            ttl: self.ttl,
-            lost: self.lost.clone(),
-            _lost_tx: None,
-            watchdog: None,
-            released: true,
-        }
-    }
-}
-
-impl Drop for LockGuard {
-    fn drop(&mut self) {
-        self.stop_watchdog();
-        if self.released {
-            return;
-        }
-        release_in_background(
-            self.client.clone(),
-            std::mem::take(&mut self.name),
-            std::mem::take(&mut self.token),
-        );
-    }
-}
-
-/// Release `name` held with `token` without waiting for the answer (a dropped guard has
-/// nobody to return it to; a failure is logged).
-///
-/// The release is queued on the shared connection before this returns, by polling it once
-/// here, and only its reply is awaited in the background. Redis runs one connection's
-/// commands in order, so whatever this client sends next — acquiring the same lock again,
-/// say — comes after the release; spawned without that first poll, the task could run
-/// after the caller's next command and make it find its own lock still held.
-pub(crate) fn release_in_background(client: Client, name: String, token: Vec<u8>) {
-    use std::future::Future;
-    use std::task::{Context, Waker};
-    let handle = client.spawn_handle();
-    let mut release = Box::pin(async move {
-        let result = async {
-            let mut conn = client.conn().await?;
-            let code: i64 = wire::release_eval(&name, &token)
-                .query_async(&mut conn)
-                .await
-                .map_err(|e| LockError::redis(&name, e))?;
-            wire::owned_result(&name, code)
-        };
-        if let Err(e) = result.await {
-            tracing::warn!(lock = %name, error = %e, "release on drop failed");
-        }
-    });
-    // The response timeout inside needs a runtime context, whichever thread drops.
-    let _entered = handle.enter();
-    let first = release
-        .as_mut()
-        .poll(&mut Context::from_waker(Waker::noop()));
-    if first.is_pending() {
-        handle.spawn(release);
-    }
 }

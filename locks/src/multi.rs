@@ -6,6 +6,10 @@
 //! set is taken by one Lua script or not at all, so no caller ever holds part of a set while
 //! waiting for the rest. Each lock is still a plain redis-py-compatible key, so Python
 //! holders of any single name are excluded as usual.
+//!
+//! Floor 3 (locks), beside [`crate::Lock`]: it shares its options ([`LockOptions`]), its
+//! waiting ([`crate::wait`]) and its guard, one per name; [`Client::multi_lock`] is defined
+//! here.
 
 use std::time::Duration;
 
@@ -14,8 +18,10 @@ use tokio::time::Instant;
 
 use crate::client::Client;
 use crate::error::LockError;
+use crate::guard::LockGuard;
 use crate::holder::holder_fields;
-use crate::lock::{LockGuard, LockOptions, Waiter, read_holder, wait_interval};
+use crate::lock::{LockOptions, read_holder};
+use crate::wait::{Waiter, wait_interval};
 use crate::wire::{self, Busy};
 
 /// Several lock names to be acquired together. Build with [`Client::multi_lock`].
@@ -32,24 +38,33 @@ pub struct MultiGuard {
     guards: Vec<LockGuard>,
 }
 
-impl MultiLock {
-    pub(crate) fn new(client: Client, mut names: Vec<String>) -> MultiLock {
+impl Client {
+    /// Several locks to be taken together, all or nothing (see [`MultiLock`]).
+    pub fn multi_lock<I, S>(&self, names: I) -> MultiLock
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let mut names: Vec<String> = names.into_iter().map(Into::into).collect();
         names.sort();
         names.dedup();
         MultiLock {
-            client,
+            client: self.clone(),
             names,
             opts: LockOptions::default(),
         }
     }
+}
 
+impl MultiLock {
     /// Key TTL of every lock in the set.
     pub fn timeout(mut self, ttl: Duration) -> Self {
         self.opts.timeout = Some(ttl).filter(|t| !t.is_zero());
         self
     }
 
-    /// Longest [`acquire`](MultiLock::acquire) waits.
+    /// Longest [`acquire`](MultiLock::acquire) waits for the whole set to be free (redis-py
+    /// `blocking_timeout`).
     pub fn blocking_timeout(mut self, wait: Duration) -> Self {
         self.opts.blocking_timeout = Some(wait);
         self
@@ -87,7 +102,7 @@ impl MultiLock {
             .blocking_timeout
             .filter(|_| self.opts.blocking)
             .map(|t| started + t);
-        let mut waiter = Waiter::new(&self.client, &self.names);
+        let mut waiter = Waiter::new(self.client.connection(), &self.names);
         loop {
             match self.attempt(&token).await? {
                 Ok(fences) => return Ok(self.guards(&token, fences)),
@@ -95,7 +110,7 @@ impl MultiLock {
                     let now = Instant::now();
                     if !self.opts.blocking || deadline.is_some_and(|d| now >= d) {
                         let name = self.names[index].clone();
-                        let holder = read_holder(&self.client, &name).await?;
+                        let holder = read_holder(self.client.connection(), &name).await?;
                         return Err(LockError::NotAcquired {
                             name,
                             holder,
@@ -121,7 +136,7 @@ impl MultiLock {
     #[allow(clippy::type_complexity)]
     async fn attempt(&self, token: &[u8]) -> Result<Result<Vec<u64>, (usize, Busy)>, LockError> {
         let label = self.names.join(",");
-        let mut conn = self.client.conn().await?;
+        let mut conn = self.client.connection().shared().await?;
         let fields = holder_fields(self.opts.purpose.as_deref(), self.opts.task_id.as_deref());
         let reply: Value =
             wire::acquire_many(&self.names, token, wire::ttl_ms(self.opts.timeout), &fields)
@@ -132,6 +147,7 @@ impl MultiLock {
             .ok_or_else(|| wire::bad_reply(&label, &reply))
     }
 
+    /// One guard per name, all with the set's token.
     fn guards(&self, token: &[u8], fences: Vec<u64>) -> MultiGuard {
         MultiGuard {
             guards: self

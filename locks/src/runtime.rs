@@ -4,6 +4,9 @@
 //! keeps renewing while the calling thread is busy in synchronous code.
 //!
 //! It is created on first use and lives for the rest of the process.
+//!
+//! Floor 0 (support): imports nothing from the crate; the connection layer spawns on it, and
+//! the blocking API blocks on it.
 
 use std::future::Future;
 use std::sync::OnceLock;

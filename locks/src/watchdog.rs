@@ -5,17 +5,21 @@
 //! python-redis-lock's renewal thread dies on a failed extend without telling anyone (its
 //! issues #85/#91); here loss is a state the holder can await ([`LostSignal::lost`]) or
 //! poll ([`LostSignal::is_lost`]). The watchdog never runs on TTL-less locks (there is
-//! nothing to renew, and JWQL's Python locks are all TTL-less). Why a lock was lost,
-//! [`LostReason`], is an error type and lives in `crate::error`.
+//! nothing to renew, and JWQL's Python locks are all TTL-less).
+//!
+//! Floor 3 (locks): it renews over a [`Connection`](crate::connection::Connection) with
+//! [`crate::wire::reacquire`] and knows neither [`crate::Client`] (which owns one
+//! [`Watchdog`]) nor the guards that register with it. Why a lock was lost,
+//! [`LostReason`], is an error type and lives in [`crate::error`].
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
-use crate::client::Client;
+use crate::connection::Connection;
 use crate::error::LostReason;
 use crate::wire;
 
@@ -53,12 +57,18 @@ impl LostSignal {
     }
 }
 
-/// One renewal loop per [`Client`] for every lock it holds with a TTL. Registering a
+/// One renewal loop per [`crate::Client`] for every lock it holds with a TTL. Registering a
 /// lock is a map insert under a mutex (plus a wake-up only when it is due sooner than
 /// anything else), so an acquire+release cycle does not pay for spawning and cancelling a
 /// task; the loop sleeps until the earliest renewal is due and exits when nothing is held.
-#[derive(Default)]
+/// Cheap to clone: clones share the table and the loop.
+#[derive(Clone, Default)]
 pub(crate) struct Watchdog {
+    shared: Arc<Shared>,
+}
+
+#[derive(Default)]
+struct Shared {
     state: Mutex<State>,
     wake: Notify,
 }
@@ -85,50 +95,56 @@ fn period(ttl: Duration) -> Duration {
     (ttl / 3).max(Duration::from_millis(10))
 }
 
-/// Start renewing `name` (held with `token`) every `ttl / 3`. Returns the registration
-/// id for [`unregister`].
-pub(crate) fn register(
-    client: &Client,
-    name: String,
-    token: Vec<u8>,
-    ttl: Duration,
-    tx: watch::Sender<Option<LostReason>>,
-) -> u64 {
-    let wd = &client.inner.watchdog;
-    let now = Instant::now();
-    let due = now + period(ttl);
-    let mut st = wd.state.lock().expect("watchdog state");
-    let id = st.next_id;
-    st.next_id += 1;
-    st.entries.insert(
-        id,
-        Entry {
-            name,
-            token,
-            ttl,
-            due,
-            last_ok: now,
-            tx,
-        },
-    );
-    let running = st.task.as_ref().is_some_and(|t| !t.is_finished());
-    if !running {
-        st.armed_until = None;
-        st.task = Some(client.spawn_handle().spawn(run(client.clone())));
-    } else if st.armed_until.is_none_or(|a| due < a) {
-        wd.wake.notify_one();
+impl Watchdog {
+    /// Start renewing `name` (held with `token`) over `conn` every `ttl / 3`; `tx` is told
+    /// when a renewal finds the lock lost. Returns the registration id for
+    /// [`unregister`](Watchdog::unregister).
+    pub(crate) fn register(
+        &self,
+        conn: &Connection,
+        name: String,
+        token: Vec<u8>,
+        ttl: Duration,
+        tx: watch::Sender<Option<LostReason>>,
+    ) -> u64 {
+        let wd = &self.shared;
+        let now = Instant::now();
+        let due = now + period(ttl);
+        let mut st = wd.state.lock().expect("watchdog state");
+        let id = st.next_id;
+        st.next_id += 1;
+        st.entries.insert(
+            id,
+            Entry {
+                name,
+                token,
+                ttl,
+                due,
+                last_ok: now,
+                tx,
+            },
+        );
+        let running = st.task.as_ref().is_some_and(|t| !t.is_finished());
+        if !running {
+            st.armed_until = None;
+            st.task = Some(conn.spawn_handle().spawn(run(self.clone(), conn.clone())));
+        } else if st.armed_until.is_none_or(|a| due < a) {
+            wd.wake.notify_one();
+        }
+        id
     }
-    id
+
+    /// Stop renewing a registration (the lock was released or its guard dropped).
+    pub(crate) fn unregister(&self, id: u64) {
+        let mut st = self.shared.state.lock().expect("watchdog state");
+        st.entries.remove(&id);
+    }
 }
 
-/// Stop renewing a registration (the lock was released or its guard dropped).
-pub(crate) fn unregister(client: &Client, id: u64) {
-    let mut st = client.inner.watchdog.state.lock().expect("watchdog state");
-    st.entries.remove(&id);
-}
-
-async fn run(client: Client) {
-    let wd = &client.inner.watchdog;
+/// The renewal loop; runs while anything is registered. It owns clones of the table and of
+/// the connection, so it keeps both alive as long as a lock needs renewing.
+async fn run(watchdog: Watchdog, conn: Connection) {
+    let wd = &watchdog.shared;
     loop {
         // Pick what is due, and when to wake next, under the lock; renew outside it.
         let (due, next) = {
@@ -163,7 +179,7 @@ async fn run(client: Client) {
             continue;
         }
         for (id, name, token, ttl) in due {
-            let result = renew(&client, &name, &token, ttl).await;
+            let result = renew(&conn, &name, &token, ttl).await;
             let mut st = wd.state.lock().expect("watchdog state");
             let Some(e) = st.entries.get_mut(&id) else {
                 continue; // released meanwhile: whatever the script said is moot
@@ -190,10 +206,11 @@ async fn run(client: Client) {
     }
 }
 
-async fn renew(client: &Client, name: &str, token: &[u8], ttl: Duration) -> Result<i64, String> {
-    let mut conn = client.conn().await.map_err(|e| e.to_string())?;
+/// One renewal: the reacquire script's code, or why it could not be sent.
+async fn renew(conn: &Connection, name: &str, token: &[u8], ttl: Duration) -> Result<i64, String> {
+    let mut shared = conn.shared().await.map_err(|e| e.to_string())?;
     wire::reacquire(name, token, ttl.as_millis().max(1) as u64)
-        .invoke_async::<i64>(&mut conn)
+        .invoke_async::<i64>(&mut shared)
         .await
         .map_err(|e| e.to_string())
 }

@@ -8,7 +8,8 @@ use proc_macro2::{Span, TokenStream};
 use syn::spanned::Spanned;
 use syn::{Expr, ExprLit, Lit, LitStr};
 
-/// Contention policy.
+/// What the generated code does when the lock is busy (`policy = skip | wait | error`);
+/// expanded to the same-named `locks::__private::Policy`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Policy {
     Skip,
@@ -16,7 +17,8 @@ pub enum Policy {
     Error,
 }
 
-/// Validated arguments.
+/// The attribute's arguments after validation, with defaults filled in (what `expand`
+/// needs, and nothing it would have to check again).
 pub struct Args {
     pub key: LitStr,
     /// Placeholders used in the key, with the span of the key literal.
