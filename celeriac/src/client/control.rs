@@ -13,9 +13,8 @@
 
 use crate::protocol::control::{ControlRequest, ReplyTo};
 use crate::protocol::envelope::Envelope;
-use crate::transport::{Broker, TransportError, keys, scripts};
+use crate::transport::{Broker, TransportError, keys, mailbox};
 use futures_util::StreamExt;
-use redis::AsyncCommands;
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -39,20 +38,10 @@ pub async fn broadcast(
     timeout: Duration,
     want_reply: bool,
 ) -> Result<Vec<Reply>, TransportError> {
-    let mut conn = broker.conn();
-    let oid = uuid::Uuid::new_v4().to_string();
-    let reply_queue = keys::reply_queue(&oid);
-    let member = keys::binding_member(&oid, "", &reply_queue);
+    let reply_queue = mailbox::ReplyQueue::new();
     let ticket = uuid::Uuid::new_v4().to_string();
     if want_reply {
-        let _: i64 = scripts::REFRESH_BINDING
-            .key(keys::binding(keys::REPLY_EXCHANGE))
-            .key(keys::BINDING_DEADLINES)
-            .arg(&member)
-            .arg(keys::REPLY_EXCHANGE)
-            .arg(3_600_000u64)
-            .invoke_async(&mut conn)
-            .await?;
+        reply_queue.declare(broker).await?;
     }
     let req = ControlRequest {
         method: method.into(),
@@ -63,7 +52,7 @@ pub async fn broadcast(
         ticket: want_reply.then(|| ticket.clone()),
         reply_to: want_reply.then(|| ReplyTo {
             exchange: keys::REPLY_EXCHANGE.into(),
-            routing_key: oid.clone(),
+            routing_key: reply_queue.oid.clone(),
         }),
     };
     let mut headers = Map::new();
@@ -79,9 +68,7 @@ pub async fn broadcast(
         "",
         2,
     );
-    let _: i64 = conn
-        .publish(keys::pidbox_channel(broker.db()), env.encode())
-        .await?;
+    mailbox::broadcast(broker, &env.encode()).await?;
     if !want_reply {
         return Ok(vec![]);
     }
@@ -95,7 +82,7 @@ pub async fn broadcast(
                 .set_response_timeout(Some(timeout + Duration::from_secs(5))),
         )
         .await?;
-    let keys_ = keys::queue_keys(&reply_queue);
+    let keys_ = reply_queue.lists();
     loop {
         if limit.is_some_and(|l| replies.len() >= l) {
             break;
@@ -118,15 +105,7 @@ pub async fn broadcast(
             }
         }
     }
-    let mut p = redis::pipe();
-    p.srem(keys::binding(keys::REPLY_EXCHANGE), &member)
-        .ignore();
-    p.srem(keys::binding_permanent(keys::REPLY_EXCHANGE), &member)
-        .ignore();
-    for k in keys_ {
-        p.del(k).ignore();
-    }
-    p.query_async::<()>(&mut conn).await?;
+    reply_queue.delete(broker).await?;
     Ok(replies)
 }
 

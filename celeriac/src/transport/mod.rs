@@ -17,12 +17,16 @@
 
 pub mod admin;
 pub mod dead;
+pub mod events;
 pub mod keys;
+pub mod mailbox;
 pub mod scripts;
 pub mod wait;
 
 pub use admin::{Hold, Queued, Unacked, UnackedStats};
 pub use dead::{DeadLetter, DeadLetterEntry, DeadLetterError};
+/// The queue a task goes to when nothing routes it elsewhere (`task_default_queue`).
+pub use keys::DEFAULT_QUEUE;
 
 use crate::conn::{Conn, ConnOptions};
 use crate::protocol::{Envelope, time};
@@ -393,6 +397,20 @@ impl Broker {
                 _ => got.next().flatten(),
             })
             .collect()
+    }
+
+    /// Publish a message again at the front of its queue (RPUSH: the next one taken),
+    /// marked redelivered: how a message already acked is given back (early ack, then a
+    /// cold shutdown or a lost process with `reject_on_worker_lost`).
+    pub async fn republish_front(&self, delivery: &Delivery) -> Result<()> {
+        let Ok(mut env) = Envelope::decode(&delivery.raw) else {
+            // The claim recorded it and the worker decoded it; nothing else reaches here.
+            return Ok(());
+        };
+        env.mark_redelivered();
+        let key = keys::queue_key(delivery.queue(), env.properties.priority);
+        let _: i64 = self.conn.clone().rpush(key, env.encode()).await?;
+        Ok(())
     }
 
     /// Ack: `ZREM unacked_index`, `HDEL unacked` (kombu `basic_ack`), plus celeriac's holder entry.

@@ -29,6 +29,11 @@ pub struct IdleWaiter {
 }
 
 impl IdleWaiter {
+    /// Start waiting on every list of `queues` (all priorities, in consume order).
+    pub fn for_queues(url: crate::url::RedisUrl, queues: &[String]) -> Self {
+        Self::start(url, super::keys::consume_keys(queues))
+    }
+
     /// Start one peeking connection per list key.
     pub fn start(url: crate::url::RedisUrl, keys: Vec<String>) -> Self {
         let notify = Arc::new(Notify::new());

@@ -64,7 +64,7 @@ fn message_from_signature(
         .get("queue")
         .and_then(Value::as_str)
         .or_else(|| opts.get("routing_key").and_then(Value::as_str))
-        .unwrap_or(celeriac::transport::keys::DEFAULT_QUEUE)
+        .unwrap_or(celeriac::transport::DEFAULT_QUEUE)
         .to_string();
     let priority = opts
         .get("priority")
@@ -131,7 +131,7 @@ pub async fn retry(inner: &Arc<Worker>, msg: &TaskMessage, countdown: f64, exc: 
     next.properties.delivery_info.extra.clear();
     let queue = msg.queue().to_string();
     let queue = if queue.is_empty() {
-        celeriac::transport::keys::DEFAULT_QUEUE.to_string()
+        celeriac::transport::DEFAULT_QUEUE.to_string()
     } else {
         queue
     };

@@ -1,7 +1,6 @@
 //! What a worker is told: [`WorkerConfig`], validated by the CLI (flags, Celery's names
 //! first) before the runtime starts, and [`PoolMode`], how task bodies are executed.
 
-use celeriac::transport::keys;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -81,7 +80,7 @@ impl WorkerConfig {
             broker_url: broker_url.into(),
             backend_url: broker_url.into(),
             node: format!("celery@{}", celeriac::client::hostname()),
-            queues: vec![keys::DEFAULT_QUEUE.into()],
+            queues: vec![celeriac::transport::DEFAULT_QUEUE.into()],
             concurrency: 1,
             pool: PoolMode::InProcess,
             prefetch: 4,

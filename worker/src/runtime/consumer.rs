@@ -11,7 +11,7 @@ use super::shutdown::Phase;
 use super::state::{self, Held, Phase as HeldPhase};
 use super::worker::{Worker, WorkerError};
 use celeriac::protocol::{ExceptionInfo, ResultMeta, State as TaskState, TaskMessage};
-use celeriac::transport::{Broker, Delivery, keys, wait::IdleWaiter};
+use celeriac::transport::{Broker, Delivery, wait::IdleWaiter};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
@@ -86,9 +86,8 @@ pub(super) async fn consume_loop(inner: Arc<Worker>) {
             }
         }
     };
-    let waiter_keys = |qs: &[String]| keys::consume_keys(qs);
     let mut queues = inner.queues.lock().expect("queues").clone();
-    let mut waiter = IdleWaiter::start(inner.broker.url().clone(), waiter_keys(&queues));
+    let mut waiter = IdleWaiter::for_queues(inner.broker.url().clone(), &queues);
     let mut backoff = Duration::from_millis(50);
     loop {
         if inner.shutdown.phase() != Phase::Running {
@@ -102,7 +101,7 @@ pub(super) async fn consume_loop(inner: Arc<Worker>) {
             b.sort();
             if a != b {
                 queues = current;
-                waiter = IdleWaiter::start(inner.broker.url().clone(), waiter_keys(&queues));
+                waiter = IdleWaiter::for_queues(inner.broker.url().clone(), &queues);
             }
         }
         let released = inner.state.released.notified();

@@ -6,9 +6,8 @@
 
 use super::state::State;
 use celeriac::Broker;
-use celeriac::protocol::envelope::Envelope;
 use celeriac::protocol::event;
-use celeriac::transport::keys;
+use celeriac::transport::events;
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -112,16 +111,7 @@ pub fn loadavg() -> [f64; 3] {
     ]
 }
 
-/// Wrap an event body (or a list of them) in a kombu envelope for `routing_key`.
-pub fn envelope(node: &str, routing_key: &str, body: &Value) -> Vec<u8> {
-    let mut headers = Map::new();
-    headers.insert("hostname".into(), json!(node));
-    Envelope::routed(body, headers, keys::EVENT_EXCHANGE, routing_key, 1).encode()
-}
-
 async fn publisher(broker: Broker, state: Arc<State>, mut rx: mpsc::UnboundedReceiver<Msg>) {
-    let db = broker.db();
-    let mut conn = broker.conn();
     let mut batch: Vec<Value> = Vec::new();
     let mut flushes: Vec<oneshot::Sender<()>> = Vec::new();
     while let Some(first) = rx.recv().await {
@@ -141,26 +131,7 @@ async fn publisher(broker: Broker, state: Arc<State>, mut rx: mpsc::UnboundedRec
             }
             continue;
         }
-        let mut pipe = redis::pipe();
-        let (tasks, mut singles): (Vec<Value>, Vec<Value>) = batch
-            .drain(..)
-            .partition(|e| e["type"].as_str().is_some_and(|t| t.starts_with("task-")));
-        if tasks.len() > 1 {
-            let list = Value::Array(tasks);
-            pipe.publish(
-                keys::event_channel(db, "task.multi"),
-                envelope(&state.node, "task.multi", &list),
-            )
-            .ignore();
-        } else {
-            singles.extend(tasks);
-        }
-        for e in singles {
-            let rk = event::routing_key(e["type"].as_str().unwrap_or("worker"));
-            pipe.publish(keys::event_channel(db, &rk), envelope(&state.node, &rk, &e))
-                .ignore();
-        }
-        if let Err(e) = pipe.query_async::<()>(&mut conn).await {
+        if let Err(e) = events::publish(&broker, &state.node, std::mem::take(&mut batch)).await {
             // Events are at-most-once pub/sub in Celery too; log and go on.
             tracing::warn!(error = %e, "could not publish events");
         }

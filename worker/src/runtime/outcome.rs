@@ -11,8 +11,8 @@ use super::request::{AckPlan, Request};
 use super::shutdown::Phase;
 use super::worker::Worker;
 use celeriac::protocol::result::ExtendedFields;
-use celeriac::protocol::{Envelope, ExceptionInfo, ResultMeta, State as TaskState, TaskMessage};
-use celeriac::transport::{Delivery, keys};
+use celeriac::protocol::{ExceptionInfo, ResultMeta, State as TaskState, TaskMessage};
+use celeriac::transport::Delivery;
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
 use std::time::Duration;
@@ -108,18 +108,8 @@ enum AckAction {
     Nothing,
 }
 
-pub(super) async fn republish_front(inner: &Worker, d: &Delivery) {
-    let Ok(mut env) = Envelope::decode(&d.raw) else {
-        return;
-    };
-    env.mark_redelivered();
-    let key = keys::queue_key(d.queue(), env.properties.priority);
-    let r: redis::RedisResult<i64> = redis::cmd("RPUSH")
-        .arg(key)
-        .arg(env.encode())
-        .query_async(&mut inner.broker.conn())
-        .await;
-    if let Err(e) = r {
+async fn republish_front(inner: &Worker, d: &Delivery) {
+    if let Err(e) = inner.broker.republish_front(d).await {
         tracing::error!(tag = %d.tag, error = %e, "could not put the message back");
     }
 }

@@ -17,91 +17,54 @@ use super::worker::Worker;
 use celeriac::protocol::control::ControlRequest;
 use celeriac::protocol::envelope::Envelope;
 use celeriac::protocol::{ExceptionInfo, ResultMeta, State as TaskState};
-use celeriac::transport::{keys, scripts};
+use celeriac::transport::{DEFAULT_QUEUE, mailbox};
 use futures_util::StreamExt;
-use redis::AsyncCommands;
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-/// kombu 5.7 refreshes bindings of expiring queues with a TTL of max(2 × x-expires, 1 h).
-const BINDING_TTL_MS: u64 = 3_600_000;
-
 /// A running pidbox server.
 #[derive(Debug)]
 pub struct Pidbox {
     task: tokio::task::JoinHandle<()>,
-    inner: Arc<Worker>,
+    mailbox: mailbox::Pidbox,
 }
 
 /// Declare the mailbox and start serving control commands.
 pub async fn start(inner: Arc<Worker>) -> Result<Pidbox, celeriac::transport::TransportError> {
-    declare(&inner).await?;
+    let mailbox = mailbox::Pidbox::new(inner.broker.clone(), &inner.cfg.node);
+    mailbox.declare().await?;
     // Subscribe before returning, so a request sent right after start-up is not missed.
-    let pubsub = subscribe(&inner).await?;
-    let task = tokio::spawn(serve(inner.clone(), Some(pubsub)));
-    Ok(Pidbox { task, inner })
+    let pubsub = mailbox.subscribe().await?;
+    let task = tokio::spawn(serve(inner, mailbox.clone(), Some(pubsub)));
+    Ok(Pidbox { task, mailbox })
 }
 
 impl Pidbox {
     /// Stop serving and remove the mailbox binding and keys, as a Python worker does on shutdown.
     pub async fn stop(self) {
         self.task.abort();
-        let node = &self.inner.cfg.node;
-        let member = keys::binding_member("", "", &keys::pidbox_queue(node));
-        let mut p = redis::pipe();
-        p.srem(keys::binding(keys::PIDBOX_EXCHANGE), &member)
-            .ignore();
-        p.srem(keys::binding_permanent(keys::PIDBOX_EXCHANGE), &member)
-            .ignore();
-        for k in keys::queue_keys(&keys::pidbox_queue(node)) {
-            p.del(k).ignore();
-        }
-        if let Err(e) = p.query_async::<()>(&mut self.inner.broker.conn()).await {
+        if let Err(e) = self.mailbox.unbind().await {
             tracing::warn!(error = %e, "could not remove the pidbox binding");
         }
     }
 }
 
-async fn declare(inner: &Worker) -> Result<(), celeriac::transport::TransportError> {
-    let member = keys::binding_member("", "", &keys::pidbox_queue(&inner.cfg.node));
-    let _: i64 = scripts::REFRESH_BINDING
-        .key(keys::binding(keys::PIDBOX_EXCHANGE))
-        .key(keys::BINDING_DEADLINES)
-        .arg(member)
-        .arg(keys::PIDBOX_EXCHANGE)
-        .arg(BINDING_TTL_MS)
-        .invoke_async(&mut inner.broker.conn())
-        .await?;
-    Ok(())
-}
-
-async fn subscribe(
-    inner: &Worker,
-) -> Result<redis::aio::PubSub, celeriac::transport::TransportError> {
-    let mut pubsub = inner
-        .broker
-        .fresh_client()
-        .await?
-        .get_async_pubsub()
-        .await?;
-    pubsub
-        .psubscribe(keys::pidbox_channel(inner.broker.db()))
-        .await?;
-    Ok(pubsub)
-}
-
-async fn serve(inner: Arc<Worker>, mut first: Option<redis::aio::PubSub>) {
+async fn serve(
+    inner: Arc<Worker>,
+    mailbox: mailbox::Pidbox,
+    mut first: Option<redis::aio::PubSub>,
+) {
     let mut backoff = Duration::from_millis(100);
     let mut last_refresh = tokio::time::Instant::now();
     loop {
         let pubsub = match first.take() {
             Some(p) => p,
-            None => match subscribe(&inner).await {
+            None => match mailbox.subscribe().await {
                 Ok(p) => {
                     tracing::info!("pidbox: subscription re-established");
-                    let _ = declare(&inner).await;
+                    let _ = mailbox.declare().await;
                     backoff = Duration::from_millis(100);
                     p
                 }
@@ -118,8 +81,8 @@ async fn serve(inner: Arc<Worker>, mut first: Option<redis::aio::PubSub>) {
             let msg = tokio::select! {
                 m = stream.next() => m,
                 _ = tokio::time::sleep(Duration::from_secs(60)) => {
-                    if last_refresh.elapsed() > Duration::from_millis(BINDING_TTL_MS / 3) {
-                        let _ = declare(&inner).await;
+                    if last_refresh.elapsed() > Duration::from_millis(mailbox::BINDING_TTL_MS / 3) {
+                        let _ = mailbox.declare().await;
                         last_refresh = tokio::time::Instant::now();
                     }
                     continue;
@@ -161,10 +124,11 @@ async fn handle(inner: &Arc<Worker>, payload: &[u8]) {
     let reply = dispatch(inner, &req).await;
     if let (Some(reply), Some(ticket), Some(reply_to)) = (reply, &req.ticket, &req.reply_to) {
         let body = json!({ inner.cfg.node.clone(): reply });
-        if let Err(e) = send_reply(
-            inner,
+        if let Err(e) = mailbox::reply(
+            &inner.broker,
             &body,
             ticket,
+            inner.state.tick(),
             &reply_to.exchange,
             &reply_to.routing_key,
         )
@@ -173,31 +137,6 @@ async fn handle(inner: &Arc<Worker>, payload: &[u8]) {
             tracing::warn!(error = %e, "pidbox: could not send a reply");
         }
     }
-}
-
-/// Publish a reply to a direct exchange the way kombu routes it: every bound queue whose
-/// routing key equals ours gets an LPUSH.
-async fn send_reply(
-    inner: &Worker,
-    body: &Value,
-    ticket: &str,
-    exchange: &str,
-    routing_key: &str,
-) -> redis::RedisResult<()> {
-    let mut headers = Map::new();
-    headers.insert("ticket".into(), json!(ticket));
-    headers.insert("clock".into(), json!(inner.state.tick()));
-    let raw = Envelope::routed(body, headers, exchange, routing_key, 1).encode();
-    let mut conn = inner.broker.conn();
-    let members: Vec<String> = conn.smembers(keys::binding(exchange)).await?;
-    for m in members {
-        if let Some((rk, _, queue)) = keys::parse_binding_member(&m)
-            && rk == routing_key
-        {
-            let _: i64 = conn.lpush(queue, &raw).await?;
-        }
-    }
-    Ok(())
 }
 
 /// Run one command; `None` means no reply (shutdown, casts that return nothing).
@@ -647,7 +586,7 @@ fn conf(inner: &Worker) -> Value {
         "worker_max_tasks_per_child": match cfg.pool { super::PoolMode::Children { max_tasks_per_child } if max_tasks_per_child > 0 => json!(max_tasks_per_child), _ => Value::Null },
         "worker_send_task_events": inner.events.task_events_enabled(),
         "broker_transport_options": {"visibility_timeout": cfg.visibility_timeout.as_secs_f64()},
-        "task_default_queue": keys::DEFAULT_QUEUE,
+        "task_default_queue": DEFAULT_QUEUE,
         "celeriac_lease": cfg.lease.as_secs_f64(),
         "celeriac_max_message_size": cfg.max_message_size,
         "deprecated_settings": null,
