@@ -24,6 +24,7 @@ pub mod backend;
 pub mod client;
 pub mod conn;
 pub mod protocol;
+pub mod retry;
 pub mod task;
 pub mod transport;
 pub mod url;

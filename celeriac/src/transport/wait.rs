@@ -78,7 +78,8 @@ async fn peek_loop(
     let cfg = redis::AsyncConnectionConfig::new()
         .set_response_timeout(Some(Duration::from_secs_f64(PEEK_TIMEOUT_SECS + 5.0)))
         .set_connection_timeout(Some(Duration::from_secs(4)));
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff =
+        crate::retry::Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     'connect: loop {
         let client = url.client().await;
         let conn = match client {
@@ -89,14 +90,13 @@ async fn peek_loop(
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(key = %key.escape_debug(), error = %e, "idle waiter cannot connect; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                tokio::time::sleep(backoff.next_delay()).await;
                 // A wake-up lets the consumer fall back to its own periodic claim.
                 notify.notify_one();
                 continue 'connect;
             }
         };
-        backoff = Duration::from_millis(100);
+        backoff.reset();
         loop {
             // Wait to be armed (the generation moves on each rearm).
             if arm.changed().await.is_err() {
@@ -124,7 +124,7 @@ async fn peek_loop(
                     Err(e) => {
                         tracing::warn!(key = %key.escape_debug(), error = %e, "idle waiter lost its connection; reconnecting");
                         notify.notify_one();
-                        tokio::time::sleep(backoff).await;
+                        tokio::time::sleep(backoff.next_delay()).await;
                         continue 'connect;
                     }
                 }

@@ -11,6 +11,7 @@ use super::shutdown::Phase;
 use super::state::{self, Held, Phase as HeldPhase};
 use super::worker::{Worker, WorkerError};
 use celeriac::protocol::{ExceptionInfo, ResultMeta, State as TaskState, TaskMessage};
+use celeriac::retry::Backoff;
 use celeriac::transport::{Broker, Delivery, wait::IdleWaiter};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -88,7 +89,7 @@ pub(super) async fn consume_loop(inner: Arc<Worker>) {
     };
     let mut queues = inner.queues.lock().expect("queues").clone();
     let mut waiter = IdleWaiter::for_queues(inner.broker.url().clone(), &queues);
-    let mut backoff = Duration::from_millis(50);
+    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
     loop {
         if inner.shutdown.phase() != Phase::Running {
             return;
@@ -132,7 +133,7 @@ pub(super) async fn consume_loop(inner: Arc<Worker>) {
             .await
         {
             Ok(claimed) if !claimed.is_empty() => {
-                backoff = Duration::from_millis(50);
+                backoff.reset();
                 // kombu's round robin: the queue that delivered goes to the end.
                 if queues.len() > 1
                     && let Some(pos) = queues.iter().position(|q| q == claimed[0].queue())
@@ -179,10 +180,9 @@ pub(super) async fn consume_loop(inner: Arc<Worker>) {
             Err(e) => {
                 tracing::warn!(error = %e, "claim failed; retrying");
                 tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
+                    _ = tokio::time::sleep(backoff.next_delay()) => {}
                     _ = inner.shutdown.reached(Phase::Warm) => {}
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(2));
             }
         }
     }

@@ -12,37 +12,32 @@ use super::shutdown::Phase;
 use super::worker::Worker;
 use celeriac::protocol::result::ExtendedFields;
 use celeriac::protocol::{ExceptionInfo, ResultMeta, State as TaskState, TaskMessage};
+use celeriac::retry::{Backoff, retry};
 use celeriac::transport::Delivery;
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Run `op` until it succeeds, with capped exponential backoff (100 ms doubling to 2 s), at
-/// most `attempts` times. A Redis restart or failover must cost retries, not results or acks.
-pub(super) async fn retrying<T, E, F, Fut>(
-    what: &str,
-    key: &str,
-    attempts: u32,
-    mut op: F,
-) -> Option<T>
+/// Run a result or ack write until it succeeds, with the library's retry policy: 100 ms
+/// doubling to 2 s, at most `attempts` times, and not at all for an error waiting cannot
+/// mend (a wrong password, an ACL denial, a script error). A Redis restart or failover
+/// costs retries, not results or acks.
+pub(super) async fn retrying<T, E, F, Fut>(what: &str, key: &str, attempts: u32, op: F) -> Option<T>
 where
-    E: std::fmt::Display,
+    E: std::fmt::Display + celeriac::retry::Retryable,
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, E>>,
 {
-    let mut delay = Duration::from_millis(100);
-    for attempt in 0..attempts {
-        match op().await {
-            Ok(v) => return Some(v),
-            Err(e) => {
-                tracing::warn!(%key, attempt, error = %e, "{what} failed; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(2));
-            }
+    let backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+    let on_retry =
+        |attempt: u32, e: &E| tracing::warn!(%key, attempt, error = %e, "{what} failed; retrying");
+    match retry(attempts, backoff, on_retry, op).await {
+        Ok(v) => Some(v),
+        Err(e) => {
+            tracing::error!(%key, error = %e, "giving up: {what}");
+            None
         }
     }
-    tracing::error!(%key, "giving up: {what}");
-    None
 }
 
 pub(super) async fn ack(inner: &Worker, d: &Delivery) {

@@ -17,6 +17,7 @@ use super::worker::Worker;
 use celeriac::protocol::control::ControlRequest;
 use celeriac::protocol::envelope::Envelope;
 use celeriac::protocol::{ExceptionInfo, ResultMeta, State as TaskState};
+use celeriac::retry::Backoff;
 use celeriac::transport::{DEFAULT_QUEUE, mailbox};
 use futures_util::StreamExt;
 use serde_json::{Map, Value, json};
@@ -56,7 +57,7 @@ async fn serve(
     mailbox: mailbox::Pidbox,
     mut first: Option<redis::aio::PubSub>,
 ) {
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     let mut last_refresh = tokio::time::Instant::now();
     loop {
         let pubsub = match first.take() {
@@ -65,13 +66,12 @@ async fn serve(
                 Ok(p) => {
                     tracing::info!("pidbox: subscription re-established");
                     let _ = mailbox.declare().await;
-                    backoff = Duration::from_millis(100);
+                    backoff.reset();
                     p
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "pidbox: cannot subscribe; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    tokio::time::sleep(backoff.next_delay()).await;
                     continue;
                 }
             },

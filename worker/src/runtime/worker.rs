@@ -12,6 +12,7 @@ use super::request::Request;
 use super::shutdown::{Phase, Shutdown};
 use super::state::State;
 use celeriac::backend::Backend;
+use celeriac::retry::Retryable;
 use celeriac::task::Registry;
 use celeriac::transport::Broker;
 use std::sync::Arc;
@@ -79,23 +80,6 @@ pub struct Worker {
     pub(super) main: tokio::runtime::Handle,
 }
 
-/// An error [`connect_at_startup`] may wait out.
-pub(super) trait Transient {
-    fn is_transient(&self) -> bool;
-}
-
-impl Transient for celeriac::transport::TransportError {
-    fn is_transient(&self) -> bool {
-        celeriac::transport::TransportError::is_transient(self)
-    }
-}
-
-impl Transient for celeriac::backend::BackendError {
-    fn is_transient(&self) -> bool {
-        celeriac::backend::BackendError::is_transient(self)
-    }
-}
-
 /// Connect at start-up the way Celery's consumer does (`broker_connection_retry_on_startup`,
 /// kombu's `ensure_connection`): while the server is unreachable, log and try again after
 /// 2 s, 4 s, 6 s … up to 30 s between attempts, at most `connection_max_retries` times. A
@@ -109,7 +93,7 @@ pub(super) async fn connect_at_startup<T, E, F, Fut>(
     mut connect: F,
 ) -> Result<Option<T>, WorkerError>
 where
-    E: Transient + std::fmt::Display + Into<WorkerError>,
+    E: Retryable + std::fmt::Display + Into<WorkerError>,
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, E>>,
 {
@@ -121,7 +105,7 @@ where
         };
         attempt += 1;
         let gave_up = cfg.connection_max_retries.is_some_and(|max| attempt > max);
-        if !e.is_transient() || !cfg.connection_retry_on_startup || gave_up {
+        if !e.is_retryable() || !cfg.connection_retry_on_startup || gave_up {
             return Err(e.into());
         }
         let wait = Duration::from_secs(u64::from(attempt.min(15)) * 2);
