@@ -5,15 +5,14 @@
 //! settling I/O (results, acks) runs on the main runtime, never on this thread.
 
 use super::dispatch::make_ready;
-use super::outcome::{self, fields, meta_for};
+use super::outcome;
 use super::request::{Request, revoked_reason};
 use super::shutdown::Phase;
 use super::state::{self, Held, Phase as HeldPhase};
 use super::worker::{Worker, WorkerError};
-use celeriac::protocol::{ExceptionInfo, ResultMeta, State as TaskState, TaskMessage};
+use celeriac::protocol::{ExceptionInfo, TaskMessage};
 use celeriac::retry::Backoff;
 use celeriac::transport::{Broker, Delivery, wait::IdleWaiter};
-use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -143,7 +142,7 @@ pub(super) async fn consume_loop(inner: Arc<Worker>) {
                 }
                 for c in claimed {
                     match c {
-                        celeriac::transport::Claimed::Delivery(d) => on_delivery(&inner, d).await,
+                        celeriac::transport::Claimed::Delivery(d) => on_delivery(&inner, d),
                         celeriac::transport::Claimed::DeadLettered {
                             queue,
                             task_id,
@@ -161,7 +160,10 @@ pub(super) async fn consume_loop(inner: Arc<Worker>) {
                                     "InvalidTaskError",
                                     reason,
                                 );
-                                store_dead_letter_failure(&inner, &id, &exc).await;
+                                let w = inner.clone();
+                                inner.main.spawn(async move {
+                                    outcome::store_dead_letter_failure(&w, &id, &exc).await
+                                });
                             }
                         }
                     }
@@ -188,74 +190,37 @@ pub(super) async fn consume_loop(inner: Arc<Worker>) {
     }
 }
 
-/// Put an undecodable or unrunnable message on the dead-letter list (acking it atomically).
-///
-/// Beyond Celery (which rejects such a message silently, leaving its caller waiting forever):
-/// when the message still names a task id, a FAILURE is stored for it, so a client blocked in
-/// `get()` wakes with `ContentDisallowed` (a refused serializer) or `InvalidTaskError`.
-pub(super) async fn dead_letter(
-    inner: &Worker,
-    d: &Delivery,
-    err: &celeriac::protocol::ProtocolError,
-) {
-    let reason = err.to_string();
-    tracing::error!(tag = %d.tag, queue = %d.queue(), %reason, "message moved to the dead-letter list");
-    if let Err(e) = inner.broker.ack_dead(d, &reason).await {
-        tracing::error!(error = %e, "could not dead-letter the message; it stays in unacked");
-        return;
-    }
-    if let Some(id) = celeriac::transport::task_id_of(&d.raw) {
-        let exc = match err {
-            celeriac::protocol::ProtocolError::UnsupportedContentType(_) => {
-                ExceptionInfo::new("kombu.exceptions", "ContentDisallowed", reason.clone())
-            }
-            _ => ExceptionInfo::new("celery.exceptions", "InvalidTaskError", reason.clone()),
-        };
-        store_dead_letter_failure(inner, &id, &exc).await;
-    }
-}
-
-/// Store the FAILURE that wakes a client waiting in `get()` on a dead-lettered message
-/// (whether the claim refused it or the worker could not decode it).
-pub(super) async fn store_dead_letter_failure(inner: &Worker, id: &str, exc: &ExceptionInfo) {
-    let mut meta = ResultMeta::exception(id, TaskState::Failure, exc, None);
-    meta.children = Value::Null;
-    outcome::store(inner, &meta).await;
-}
-
-pub(super) async fn on_delivery(inner: &Arc<Worker>, d: Delivery) {
+pub(super) fn on_delivery(inner: &Arc<Worker>, d: Delivery) {
     let msg = match TaskMessage::decode(&d.raw) {
         Ok(m) => m,
-        Err(e) => return dead_letter(inner, &d, &e).await,
+        Err(e) => {
+            let w = inner.clone();
+            inner
+                .main
+                .spawn(async move { outcome::dead_letter(&w, &d, &e).await });
+            return;
+        }
     };
     let id = msg.headers.id.clone();
     tracing::info!(task_id = %id, task = %msg.headers.task, "Task {}[{}] received", msg.headers.task, id);
     inner
         .events
         .task("task-received", state::received_fields(&msg));
+    // What settles a message without running it (unknown task, revoked or expired) writes
+    // its result and ack on the main runtime, as every result and ack does, not on this
+    // thread.
     if inner.registry.get(&msg.headers.task).is_none() {
-        tracing::error!(task = %msg.headers.task, "Received unregistered task of type {:?}", msg.headers.task);
-        let exc = ExceptionInfo::not_registered(&msg.headers.task);
-        let tb = exc.traceback(&msg.headers.task);
-        let meta = meta_for(
-            inner,
-            &msg,
-            ResultMeta::exception(&id, TaskState::Failure, &exc, Some(tb.clone())),
-        );
-        outcome::store(inner, &meta).await;
-        inner.events.task(
-            "task-failed",
-            fields(&[
-                ("uuid", json!(id)),
-                ("exception", json!(exc.repr())),
-                ("traceback", json!(tb)),
-            ]),
-        );
-        outcome::ack(inner, &d).await;
+        let w = inner.clone();
+        inner
+            .main
+            .spawn(async move { outcome::not_registered(&w, &msg, &d).await });
         return;
     }
     if let Some(reason) = revoked_reason(inner, &msg) {
-        outcome::revoke_message(inner, &msg, &d, reason).await;
+        let w = inner.clone();
+        inner
+            .main
+            .spawn(async move { outcome::revoke_message(&w, &msg, &d, reason).await });
         return;
     }
     let eta = msg.headers.eta_time().ok().flatten();

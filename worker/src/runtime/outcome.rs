@@ -327,3 +327,62 @@ pub(super) async fn revoke_message(inner: &Worker, msg: &TaskMessage, d: &Delive
     );
     ack(inner, d).await;
 }
+
+/// Put an undecodable or unrunnable message on the dead-letter list (acking it atomically).
+///
+/// Beyond Celery (which rejects such a message silently, leaving its caller waiting forever):
+/// when the message still names a task id, a FAILURE is stored for it, so a client blocked in
+/// `get()` wakes with `ContentDisallowed` (a refused serializer) or `InvalidTaskError`.
+pub(super) async fn dead_letter(
+    inner: &Worker,
+    d: &Delivery,
+    err: &celeriac::protocol::ProtocolError,
+) {
+    let reason = err.to_string();
+    tracing::error!(tag = %d.tag, queue = %d.queue(), %reason, "message moved to the dead-letter list");
+    if let Err(e) = inner.broker.ack_dead(d, &reason).await {
+        tracing::error!(error = %e, "could not dead-letter the message; it stays in unacked");
+        return;
+    }
+    if let Some(id) = celeriac::transport::task_id_of(&d.raw) {
+        let exc = match err {
+            celeriac::protocol::ProtocolError::UnsupportedContentType(_) => {
+                ExceptionInfo::new("kombu.exceptions", "ContentDisallowed", reason.clone())
+            }
+            _ => ExceptionInfo::new("celery.exceptions", "InvalidTaskError", reason.clone()),
+        };
+        store_dead_letter_failure(inner, &id, &exc).await;
+    }
+}
+
+/// Store the FAILURE that wakes a client waiting in `get()` on a dead-lettered message
+/// (whether the claim refused it or the worker could not decode it).
+pub(super) async fn store_dead_letter_failure(inner: &Worker, id: &str, exc: &ExceptionInfo) {
+    let mut meta = ResultMeta::exception(id, TaskState::Failure, exc, None);
+    meta.children = Value::Null;
+    store(inner, &meta).await;
+}
+
+/// A message for a task this worker does not serve: FAILURE `NotRegistered`, `task-failed`,
+/// ack (Celery: `reject(requeue=False)`, which on Redis removes the message too).
+pub(super) async fn not_registered(inner: &Worker, msg: &TaskMessage, d: &Delivery) {
+    let id = &msg.headers.id;
+    tracing::error!(task = %msg.headers.task, "Received unregistered task of type {:?}", msg.headers.task);
+    let exc = ExceptionInfo::not_registered(&msg.headers.task);
+    let tb = exc.traceback(&msg.headers.task);
+    let meta = meta_for(
+        inner,
+        msg,
+        ResultMeta::exception(id, TaskState::Failure, &exc, Some(tb.clone())),
+    );
+    store(inner, &meta).await;
+    inner.events.task(
+        "task-failed",
+        fields(&[
+            ("uuid", json!(id)),
+            ("exception", json!(exc.repr())),
+            ("traceback", json!(tb)),
+        ]),
+    );
+    ack(inner, d).await;
+}
