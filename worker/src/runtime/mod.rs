@@ -1,19 +1,24 @@
-//! The worker runtime: consume → run → store → ack, with Celery's semantics.
+//! The worker runtime: consume → run → store → ack, with Celery's semantics. This module
+//! starts the parts and stops them ([`run`]); each file owns one stage of a request's life:
 //!
-//! - [`WorkerConfig`] is the validated configuration the CLI builds.
-//! - The consumer loop claims messages (atomically recorded in `unacked`) only while the
-//!   worker holds fewer unacked messages than its prefetch, so a busy single-slot worker
-//!   takes nothing it cannot run and a second host picks the next task up at once. It runs
-//!   on a thread of its own (`Consumer`), so an idle worker's wake-up, claim and hand-off
-//!   do not bounce between the main runtime's threads.
-//! - Each message is decoded; anything undecodable goes to the dead-letter list with the
-//!   reason and the worker goes on. Unknown tasks get FAILURE `NotRegistered`, revoked and
-//!   expired ones REVOKED, ETA ones are held (not counted against prefetch, as in Celery).
-//! - Runnable requests wait in one FIFO for a free slot (`-O fair`: never a busy slot) and run
-//!   in the [`pool::Executor`]; outcomes become result metas, events, callbacks, retries,
-//!   acks or requeues.
-//! - Background: heartbeats, lease refresh of held messages, the stale-unacked sweeper, the
-//!   pidbox server. Shutdown is [`shutdown::Shutdown`].
+//! - `config` — [`WorkerConfig`], validated by the CLI before anything starts.
+//! - `worker` — the shared parts (`Worker`: connections, registry, held-request state,
+//!   events, executor, slots) and the start-up wait for Redis.
+//! - `consumer` — intake, on a thread of its own: claims messages while the worker holds
+//!   fewer unacked ones than its prefetch (a busy single-slot worker takes nothing it cannot
+//!   run), turns each into a held `Request` (reserved, or scheduled until its ETA), or
+//!   settles it at once (undecodable → dead letters, unknown task → `NotRegistered`,
+//!   revoked/expired → REVOKED).
+//! - `dispatch` — one FIFO for free slots (`-O fair`: never a busy slot), rate limits.
+//! - `request` — one request's run: revocation and idempotency checks, the ack plan
+//!   (early/late) decided once, the effective time limits, the executor.
+//! - [`executor`] — the seam behind which a task body runs: in-process or in a child process
+//!   ([`pool`], [`child`]).
+//! - `outcome` — every result and ack write: metas, events, callbacks and chord joins
+//!   (`callbacks`), acks, requeues, dead letters.
+//! - `background` — heartbeats, lease refresh, the stale-unacked sweeper; [`pidbox`] —
+//!   remote control; [`events`] — the event publisher; [`state`] — what `inspect` reads;
+//!   [`shutdown`] — warm and cold shutdown.
 
 mod background;
 mod callbacks;
