@@ -115,9 +115,9 @@ pub struct TaskOptions {
 pub struct TaskDef {
     /// Celery name, e.g. `shared_tasks.add`.
     pub name: String,
-    /// Body.
+    /// The function that runs the task body.
     pub func: TaskFn,
-    /// Options.
+    /// Celery task options this registration carries (queue, time limits, …).
     pub options: TaskOptions,
 }
 

@@ -115,12 +115,12 @@ impl Lock {
             return block_on(async move { lock.acquire().await }).map(LockGuard::new);
         }
         match self.attempt_direct()? {
-            Ok(g) => Ok(g),
-            Err(()) if self.inner.opts.blocking => {
+            Some(g) => Ok(g),
+            None if self.inner.opts.blocking => {
                 let lock = self.inner.clone();
                 block_on(async move { lock.acquire().await }).map(LockGuard::new)
             }
-            Err(()) => Err(self.not_acquired()),
+            None => Err(self.not_acquired()),
         }
     }
 
@@ -131,11 +131,11 @@ impl Lock {
             let lock = self.inner.clone();
             return block_on(async move { lock.try_acquire().await }).map(LockGuard::new);
         }
-        self.attempt_direct()?.map_err(|()| self.not_acquired())
+        self.attempt_direct()?.ok_or_else(|| self.not_acquired())
     }
 
-    /// One `SET NX` attempt over the direct connection: `Ok(Err(()))` when busy.
-    fn attempt_direct(&self) -> Result<Result<LockGuard, ()>, LockError> {
+    /// One `SET NX` attempt over the direct connection: `None` when the lock is busy.
+    fn attempt_direct(&self) -> Result<Option<LockGuard>, LockError> {
         let lock = &self.inner;
         let token = lock.new_token();
         let inv = lock.acquire_invocation(&token);
@@ -144,8 +144,8 @@ impl Lock {
             .connection()
             .with_direct(&lock.name, |c| inv.invoke(c))?;
         match wire::parse_attempt(&reply).ok_or_else(|| wire::bad_reply(&lock.name, &reply))? {
-            Attempt::Acquired(fence) => Ok(Ok(LockGuard::new(lock.guard(token, fence)))),
-            Attempt::Busy(_) => Ok(Err(())),
+            Attempt::Acquired(fence) => Ok(Some(LockGuard::new(lock.guard(token, fence)))),
+            Attempt::Busy(_) => Ok(None),
         }
     }
 

@@ -29,7 +29,7 @@ pub enum BackendError {
     BadMeta {
         /// Task id.
         task_id: String,
-        /// Why.
+        /// What is wrong with it (the decoder's message).
         detail: String,
     },
     /// A large meta could not be stored because the stored one kept changing under the

@@ -79,7 +79,7 @@ pub struct Envelope {
     /// Message headers (task headers v2, `{"hostname"}` for events, `{"clock", ...}` for pidbox).
     #[serde(default)]
     pub headers: Map<String, Value>,
-    /// Properties.
+    /// kombu's message properties: delivery tag and info, priority, reply-to, correlation id.
     #[serde(default)]
     pub properties: Properties,
     /// Unknown top-level keys.

@@ -60,7 +60,7 @@ pub enum ProtocolError {
     TooLarge {
         /// Size in bytes.
         size: usize,
-        /// Maximum.
+        /// The largest size accepted (`--max-message-size`).
         max: usize,
     },
 }

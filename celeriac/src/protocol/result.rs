@@ -191,7 +191,7 @@ pub struct ExtendedFields {
 /// A result meta.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ResultMeta {
-    /// State.
+    /// The task state this meta records (`status`: PENDING … SUCCESS, FAILURE, RETRY, REVOKED).
     pub status: State,
     /// The value, or an exception dict in exception states.
     pub result: Value,

@@ -117,24 +117,6 @@ impl Claimed {
     }
 }
 
-/// Connection settings for the broker.
-#[derive(Debug, Clone)]
-pub struct BrokerOptions {
-    /// Maximum time for a response to an ordinary command.
-    pub response_timeout: Duration,
-    /// Maximum time to establish a connection.
-    pub connect_timeout: Duration,
-}
-
-impl Default for BrokerOptions {
-    fn default() -> Self {
-        BrokerOptions {
-            response_timeout: Duration::from_secs(10),
-            connect_timeout: Duration::from_secs(4),
-        }
-    }
-}
-
 /// The broker side of kombu's Redis transport.
 #[derive(Clone)]
 pub struct Broker {
@@ -152,23 +134,16 @@ impl std::fmt::Debug for Broker {
 }
 
 impl Broker {
-    /// Connect to `url` with default options.
+    /// Connect to `url` with default timeouts ([`ConnOptions::default`]).
     pub async fn connect(url: &str) -> Result<Self> {
-        Self::connect_with(url, BrokerOptions::default()).await
+        Self::connect_with(url, ConnOptions::default()).await
     }
 
-    /// Connect with explicit options.
-    pub async fn connect_with(url: &str, opts: BrokerOptions) -> Result<Self> {
+    /// Connect with explicit timeouts.
+    pub async fn connect_with(url: &str, opts: ConnOptions) -> Result<Self> {
         let url = RedisUrl::parse(url)?;
         let client = url.client().await?;
-        let conn = Conn::connect(
-            url.clone(),
-            ConnOptions {
-                response_timeout: opts.response_timeout,
-                connect_timeout: opts.connect_timeout,
-            },
-        )
-        .await?;
+        let conn = Conn::connect(url.clone(), opts).await?;
         Ok(Broker { url, client, conn })
     }
 
@@ -607,12 +582,6 @@ impl Broker {
             *o = n;
         }
         Ok(out)
-    }
-
-    /// PUBLISH an envelope on a fanout channel.
-    pub async fn publish_fanout(&self, channel: &str, envelope: &[u8]) -> Result<()> {
-        let _: i64 = self.conn.clone().publish(channel, envelope).await?;
-        Ok(())
     }
 }
 

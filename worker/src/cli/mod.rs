@@ -61,7 +61,7 @@ impl Cli {
     }
 }
 
-/// Subcommands.
+/// The commands `celeriac` runs.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Start a worker.

@@ -59,7 +59,7 @@ pub enum ChildOutcome {
         countdown: f64,
         /// Max retries.
         max_retries: Option<i64>,
-        /// Cause.
+        /// The exception that caused the retry (stored with the RETRY state).
         exc: ExceptionInfo,
     },
 }

@@ -29,7 +29,7 @@ pub struct WorkerConfig {
     pub queues: Vec<String>,
     /// Task slots.
     pub concurrency: usize,
-    /// Pool.
+    /// How task bodies run: in the worker process or in child processes.
     pub pool: PoolMode,
     /// Maximum unacked messages held (0 = unlimited).
     pub prefetch: usize,

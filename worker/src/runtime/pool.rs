@@ -16,12 +16,19 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::sync::mpsc;
 
+/// A child process and the pipes of its protocol (shown in `Debug` by its pid).
 struct ChildProc {
     child: Child,
     stdin: ChildStdin,
     stdout: BufReader<ChildStdout>,
     pid: u32,
     served: u64,
+}
+
+impl std::fmt::Debug for ChildProc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "child {}", self.pid)
+    }
 }
 
 /// Child processes, with standbys spawned ahead.
@@ -31,16 +38,8 @@ pub struct ChildPool {
     max_tasks: u64,
     config: Option<PathBuf>,
     standby_target: usize,
-    standby: Mutex<Vec<ChildProcSlot>>,
+    standby: Mutex<Vec<ChildProc>>,
     running: Mutex<Vec<u32>>,
-}
-
-struct ChildProcSlot(ChildProc);
-
-impl std::fmt::Debug for ChildProcSlot {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "child {}", self.0.pid)
-    }
 }
 
 impl ChildPool {
@@ -65,7 +64,7 @@ impl ChildPool {
     pub fn warm_up(&self) -> std::io::Result<()> {
         for _ in 0..self.standby_target {
             let c = self.spawn()?;
-            self.standby.lock().expect("standby").push(ChildProcSlot(c));
+            self.standby.lock().expect("standby").push(c);
         }
         Ok(())
     }
@@ -104,7 +103,7 @@ impl ChildPool {
         loop {
             let ready = self.standby.lock().expect("standby").pop();
             match ready {
-                Some(ChildProcSlot(mut c)) => match c.child.try_wait() {
+                Some(mut c) => match c.child.try_wait() {
                     Ok(None) => return Ok(c),
                     _ => {
                         tracing::warn!(pid = c.pid, "a standby child had exited; replacing it");
@@ -128,7 +127,7 @@ impl ChildPool {
             .saturating_sub(self.standby.lock().expect("standby").len());
         for _ in 0..missing {
             match self.spawn() {
-                Ok(c) => self.standby.lock().expect("standby").push(ChildProcSlot(c)),
+                Ok(c) => self.standby.lock().expect("standby").push(c),
                 Err(e) => {
                     tracing::error!(error = %e, "cannot spawn a standby child");
                     break;
@@ -168,7 +167,7 @@ impl ChildPool {
         // like one on its last task, and replaced.
         let reusable = matches!(outcome, ExecOutcome::Done(_)) && !last_task && !exiting;
         if reusable {
-            self.standby.lock().expect("standby").push(ChildProcSlot(c));
+            self.standby.lock().expect("standby").push(c);
         } else {
             retire(c);
             if !last_task {
@@ -231,20 +230,14 @@ impl ChildPool {
         for pid in self.running.lock().expect("running").iter() {
             kill_group(*pid, libc::SIGKILL);
         }
-        for ChildProcSlot(c) in self.standby.lock().expect("standby").drain(..) {
+        for c in self.standby.lock().expect("standby").drain(..) {
             kill_group(c.pid, libc::SIGKILL);
         }
     }
 
     fn child_pids(&self) -> Vec<u32> {
         let mut v: Vec<u32> = self.running.lock().expect("running").clone();
-        v.extend(
-            self.standby
-                .lock()
-                .expect("standby")
-                .iter()
-                .map(|s| s.0.pid),
-        );
+        v.extend(self.standby.lock().expect("standby").iter().map(|c| c.pid));
         v
     }
 }

@@ -8,7 +8,7 @@ use tokio::sync::watch;
 /// Shutdown phase; ordered, so `phase >= Warm` means "stopping".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Phase {
-    /// Serving.
+    /// Serving: claiming and running tasks.
     Running,
     /// Finish running tasks, take no new ones.
     Warm,

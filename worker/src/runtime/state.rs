@@ -21,7 +21,7 @@ pub enum Phase {
         /// ISO ETA.
         eta: String,
     },
-    /// Running.
+    /// Running in a slot.
     Active {
         /// Unix start time.
         time_start: f64,
@@ -39,7 +39,7 @@ pub struct Held {
     pub msg: Arc<TaskMessage>,
     /// The delivery (tag, raw bytes, unacked entry), shared likewise.
     pub delivery: Arc<Delivery>,
-    /// Phase.
+    /// Where it is now: reserved, scheduled or running.
     pub phase: Phase,
     /// Whether the message is still in `unacked` (needs lease refresh and requeue on shutdown).
     pub unacked: bool,

@@ -23,10 +23,10 @@ use tokio::sync::{Semaphore, mpsc};
 /// Errors that stop a worker from starting.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
-    /// Broker.
+    /// The broker refused or could not be reached.
     #[error("broker: {0}")]
     Transport(#[from] celeriac::transport::TransportError),
-    /// Backend.
+    /// The result backend refused or could not be reached.
     #[error("result backend: {0}")]
     Backend(#[from] celeriac::backend::BackendError),
     /// Spawning or I/O.
@@ -46,25 +46,25 @@ pub enum Exit {
 /// The running worker (shared by its tasks).
 #[derive(Debug)]
 pub struct Worker {
-    /// Config.
+    /// The validated configuration.
     pub cfg: WorkerConfig,
-    /// Broker.
+    /// The broker connection (claims, acks, pidbox, events).
     pub broker: Broker,
-    /// Backend.
+    /// The result backend connection.
     pub backend: Backend,
     /// Tasks served.
     pub registry: Arc<Registry>,
     /// Shared state.
     pub state: Arc<State>,
-    /// Events.
+    /// The event publisher (`-E` task events, worker heartbeats).
     pub events: Events,
-    /// Executor.
+    /// Where task bodies run.
     pub executor: Box<dyn Executor>,
-    /// Shutdown.
+    /// The shutdown phase, shared with the signal handlers.
     pub shutdown: Shutdown,
-    /// Runnable requests (delivery tags), in order.
+    /// Runnable requests waiting for a slot, in order.
     pub(super) ready_tx: mpsc::UnboundedSender<Request>,
-    /// Slots.
+    /// One permit per task slot (`-c`).
     pub(super) slots: Arc<Semaphore>,
     /// Requests queued for a slot (so a new one never overtakes them).
     pub(super) waiting: AtomicUsize,

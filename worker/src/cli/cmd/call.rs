@@ -19,7 +19,7 @@ pub struct CallArgs {
     /// Keyword arguments as a JSON object.
     #[arg(short = 'k', long = "kwargs", default_value = "{}")]
     pub kwargs: String,
-    /// Queue.
+    /// The queue to send the task to (default: `celery`).
     #[arg(long = "queue", short = 'q')]
     pub queue: Option<String>,
     /// Priority 0–9 (lower runs first on Redis).

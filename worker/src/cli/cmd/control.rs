@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 pub enum ControlCmd {
     /// Warm-stop workers and wait until each is offline.
     Shutdown {
-        /// Targets.
+        /// Which nodes: every live one, or those named with `-d`.
         #[command(flatten)]
         target: Target,
         /// Seconds to wait for the workers to stop.
@@ -35,7 +35,7 @@ pub enum ControlCmd {
         /// Signal for --terminate.
         #[arg(long, default_value = "SIGTERM")]
         signal: String,
-        /// Targets.
+        /// Which nodes: every live one, or those named with `-d`.
         #[command(flatten)]
         target: Target,
     },
@@ -45,7 +45,7 @@ pub enum ControlCmd {
         task: String,
         /// Rate (`N`, `N/s`, `N/m`, `N/h`).
         rate: String,
-        /// Targets.
+        /// Which nodes: every live one, or those named with `-d`.
         #[command(flatten)]
         target: Target,
     },
@@ -57,23 +57,23 @@ pub enum ControlCmd {
         soft: f64,
         /// Hard limit.
         hard: Option<f64>,
-        /// Targets.
+        /// Which nodes: every live one, or those named with `-d`.
         #[command(flatten)]
         target: Target,
     },
     /// Start consuming from a queue.
     AddConsumer {
-        /// Queue.
+        /// The queue to start consuming from.
         queue: String,
-        /// Targets.
+        /// Which nodes: every live one, or those named with `-d`.
         #[command(flatten)]
         target: Target,
     },
     /// Stop consuming from a queue.
     CancelConsumer {
-        /// Queue.
+        /// The queue to stop consuming from.
         queue: String,
-        /// Targets.
+        /// Which nodes: every live one, or those named with `-d`.
         #[command(flatten)]
         target: Target,
     },

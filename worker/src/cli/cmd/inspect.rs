@@ -17,7 +17,7 @@ pub struct InspectArgs {
     pub method: String,
     /// Task ids (query_task).
     pub ids: Vec<String>,
-    /// Targets.
+    /// Which nodes: every live one, or those named with `-d`.
     #[command(flatten)]
     pub target: Target,
 }

@@ -15,13 +15,13 @@ use std::time::Duration;
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
 #[value(rename_all = "lower")]
 pub enum LogLevel {
-    /// Everything.
+    /// Everything, including each message received and the effective settings.
     Debug,
     /// Normal operation.
     Info,
-    /// Problems.
+    /// Problems the worker works around (retries, restored messages).
     Warning,
-    /// Errors.
+    /// Failed tasks and operations that gave up.
     Error,
     /// Only fatal errors.
     Critical,
