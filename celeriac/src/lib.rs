@@ -20,6 +20,9 @@
 //! The crate deliberately knows nothing about processes, signals or the CLI: those live in
 //! the `worker` crate.
 
+#![forbid(unsafe_code)]
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 pub mod backend;
 pub mod client;
 pub mod conn;

@@ -53,7 +53,7 @@ pub fn hostname() -> String {
 
 /// Start time of `pid` in clock ticks since boot (field 22 of `/proc/<pid>/stat`), which
 /// together with the pid identifies one process for the life of a boot.
-pub fn pid_start_ticks(pid: u32) -> Option<u64> {
+pub(crate) fn pid_start_ticks(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) is in parentheses and may hold spaces: split after it.
     let rest = &stat[stat.rfind(')')? + 1..];

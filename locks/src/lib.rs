@@ -150,6 +150,9 @@
 //! A lock held in one Redis can be lost if that Redis fails over before replicating it;
 //! use the fencing number where that matters.
 
+#![forbid(unsafe_code)]
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 // Lets the `#[only_one]` expansion (which names `::locks`) work inside this crate too.
 extern crate self as locks;
 

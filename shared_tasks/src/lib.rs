@@ -5,6 +5,9 @@
 //! Each body is a plain synchronous function: in the JWQL mode it runs in a child process of
 //! its own, so it may block, leak or abort without harming the worker.
 
+#![forbid(unsafe_code)]
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 use celeriac::task::{Registry, TaskCall, TaskError};
 use serde_json::{Map, Value, json};
 use std::time::Duration;

@@ -34,7 +34,7 @@ const TAIL_BYTES: usize = 4096;
 /// One command task.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct CommandSpec {
+pub(crate) struct CommandSpec {
     /// Program to run (absolute path, or looked up on PATH).
     pub program: PathBuf,
     /// Fixed arguments.
@@ -51,14 +51,14 @@ pub struct CommandSpec {
 /// The config file.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct CommandConfig {
+pub(crate) struct CommandConfig {
     /// Task name → command.
     #[serde(default)]
     pub tasks: BTreeMap<String, CommandSpec>,
 }
 
 /// Read a config file.
-pub fn load(path: &Path) -> Result<CommandConfig> {
+pub(crate) fn load(path: &Path) -> Result<CommandConfig> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading command-task config {}", path.display()))?;
     let cfg: CommandConfig = toml::from_str(&text)
@@ -73,7 +73,7 @@ pub fn load(path: &Path) -> Result<CommandConfig> {
 
 /// Register every command task of `cfg` in `registry` (a command task replaces a built-in
 /// task of the same name: the deployment's config wins).
-pub fn register(registry: &mut Registry, cfg: CommandConfig) {
+pub(crate) fn register(registry: &mut Registry, cfg: CommandConfig) {
     for (name, spec) in cfg.tasks {
         registry.register(&name, move |call: &TaskCall| run(&spec, call));
     }
@@ -85,7 +85,7 @@ fn tail(bytes: &[u8]) -> String {
 }
 
 /// Run one command task.
-pub fn run(spec: &CommandSpec, call: &TaskCall) -> Result<Value, TaskError> {
+pub(crate) fn run(spec: &CommandSpec, call: &TaskCall) -> Result<Value, TaskError> {
     let mut cmd = Command::new(&spec.program);
     // The program does not inherit the worker's Redis URLs (they carry passwords); a
     // program that needs one gets it explicitly through `env` in the config.

@@ -15,7 +15,7 @@ use std::process::{Command, Stdio};
 /// forking a process that may hold threads.
 /// The detached worker's stdio goes to /dev/null; with `--logfile` it logs there itself
 /// (after expanding `%n`/`%h`/`%i`, which needs the node name).
-pub fn detach() -> Result<()> {
+pub(crate) fn detach() -> Result<()> {
     let exe = std::env::current_exe().context("locating the celeriac binary")?;
     let args: Vec<String> = std::env::args()
         .skip(1)
@@ -53,7 +53,7 @@ pub fn detach() -> Result<()> {
 }
 
 /// Set up tracing to stderr or to an appended log file.
-pub fn init_logging(level: &str, logfile: Option<&str>) -> Result<()> {
+pub(crate) fn init_logging(level: &str, logfile: Option<&str>) -> Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| format!("{level},redis=warn").into());
     let builder = tracing_subscriber::fmt()
@@ -87,13 +87,13 @@ pub fn init_logging(level: &str, logfile: Option<&str>) -> Result<()> {
 
 /// A pid file held for the life of the worker.
 #[derive(Debug)]
-pub struct Pidfile {
+pub(crate) struct Pidfile {
     path: PathBuf,
 }
 
 impl Pidfile {
     /// Create `path` with our pid; refuse when it names a live process, replace it when stale.
-    pub fn create(path: &str) -> Result<Self> {
+    pub(crate) fn create(path: &str) -> Result<Self> {
         let path = PathBuf::from(path);
         for _ in 0..2 {
             match OpenOptions::new().write(true).create_new(true).open(&path) {

@@ -11,7 +11,7 @@ use syn::{Expr, ExprLit, Lit, LitStr};
 /// What the generated code does when the lock is busy (`policy = skip | wait | error`);
 /// expanded to the same-named `locks::__private::Policy`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Policy {
+pub(crate) enum Policy {
     Skip,
     Wait,
     Error,
@@ -19,7 +19,7 @@ pub enum Policy {
 
 /// The attribute's arguments after validation, with defaults filled in (what `expand`
 /// needs, and nothing it would have to check again).
-pub struct Args {
+pub(crate) struct Args {
     pub key: LitStr,
     /// Placeholders used in the key, with the span of the key literal.
     pub key_args: Vec<String>,
@@ -34,9 +34,9 @@ pub struct Args {
 
 /// Default TTL: long enough that renewal every TTL/3 costs nothing, short enough that a
 /// killed holder frees the lock within half a minute (JWQL's TTL-less locks never did).
-pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
+pub(crate) const DEFAULT_TIMEOUT_MS: u64 = 30_000;
 
-pub fn parse(attr: TokenStream) -> syn::Result<Args> {
+pub(crate) fn parse(attr: TokenStream) -> syn::Result<Args> {
     let mut key: Option<LitStr> = None;
     let mut timeout: Option<(u64, Span)> = None;
     let mut policy: Option<(Policy, Span)> = None;

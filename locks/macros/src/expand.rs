@@ -14,7 +14,7 @@ use syn::{FnArg, ItemFn, Pat, ReturnType, Type};
 
 use crate::args::{self, Args, Policy};
 
-pub fn only_one(attr: TokenStream, item: TokenStream) -> TokenStream {
+pub(crate) fn only_one(attr: TokenStream, item: TokenStream) -> TokenStream {
     match try_expand(attr, item.clone()) {
         Ok(ts) => ts,
         Err(e) => {

@@ -53,7 +53,7 @@ fn lockbench() -> PathBuf {
     .clone()
 }
 
-async fn get(server: &RedisServer, key: &str) -> Option<String> {
+fn get(server: &RedisServer, key: &str) -> Option<String> {
     let mut c = server.client(0);
     c.get(key).expect("GET")
 }
@@ -167,7 +167,7 @@ async fn wire_format_is_redis_py_set_nx_px_on_the_bare_name() {
     );
     assert_eq!(out, "True\nTrue");
     g.release().await.unwrap();
-    assert_eq!(get(&server, "dark_monitor").await, None);
+    assert_eq!(get(&server, "dark_monitor"), None);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -194,7 +194,7 @@ async fn release_by_a_non_owner_fails_without_deleting() {
         "{err:?}"
     );
     assert_eq!(
-        get(&server, "n").await.as_deref().map(str::as_bytes),
+        get(&server, "n").as_deref().map(str::as_bytes),
         Some(g.token())
     );
     // A Python non-owner cannot delete it either.
@@ -717,7 +717,7 @@ async fn only_one_skip_returns_skipped_with_the_holder_and_does_not_run_the_body
         .await
         .unwrap();
     assert_eq!(ran.unwrap(), 7);
-    assert_eq!(get(&server, "oo:k").await, None, "released after the body");
+    assert_eq!(get(&server, "oo:k"), None, "released after the body");
 
     let before = RUNS.load(Ordering::SeqCst);
     let g = client(&server).lock("oo:k").acquire().await.unwrap();
@@ -781,7 +781,7 @@ async fn only_one_releases_the_lock_when_the_body_panics() {
             .unwrap();
     assert!(r.is_err(), "the panic propagates");
     // A plain fn releases before the panic leaves it: free at once.
-    assert_eq!(get(&server, "oo-panic").await, None);
+    assert_eq!(get(&server, "oo-panic"), None);
 
     let c = client(&server);
     let r = tokio::spawn(panics_while_holding_async(c.clone())).await;
@@ -915,7 +915,7 @@ async fn admin_release_refuses_a_live_or_unknown_holder_and_breaks_a_dead_ones_l
         locks::admin::release(&c, "pyheld", true).await.unwrap(),
         locks::admin::ReleaseOutcome::Released(_)
     ));
-    assert_eq!(get(&server, "pyheld").await, None);
+    assert_eq!(get(&server, "pyheld"), None);
 
     // A killed celeriac holder (TTL-less lock, kill -9): provably dead, so released.
     let mut holder = Proc::spawn({
@@ -934,7 +934,7 @@ async fn admin_release_refuses_a_live_or_unknown_holder_and_breaks_a_dead_ones_l
         }
         other => panic!("{other:?}"),
     }
-    assert_eq!(get(&server, "dead").await, None);
+    assert_eq!(get(&server, "dead"), None);
     g.release().await.unwrap();
 }
 

@@ -1,3 +1,7 @@
+//! The integration tests: one test binary, one module per topic, each test against a real
+//! private `redis-server` and, where a peer is involved, real Python Celery, redis-py,
+//! Flower and Chromium (see `tests/src/lib.rs`).
+
 mod canvas;
 mod differential;
 mod faults;

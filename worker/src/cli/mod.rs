@@ -10,15 +10,15 @@
 //! Nothing under `cli` speaks Redis: commands call the `celeriac` and `locks` libraries'
 //! typed APIs.
 
-pub mod cmd;
-pub mod render;
+pub(crate) mod cmd;
+pub(crate) mod render;
 
 use clap::{Parser, Subcommand};
 
 /// A Celery-compatible task worker and operator CLI for Redis.
 #[derive(Debug, Parser)]
 #[command(name = "celeriac", version, about, propagate_version = true)]
-pub struct Cli {
+pub(crate) struct Cli {
     /// Application name; accepted for compatibility with `celery -A shared_tasks ...` (the
     /// task registry is compiled in).
     #[arg(short = 'A', long = "app", global = true)]
@@ -54,7 +54,7 @@ pub struct Cli {
 impl Cli {
     /// The backend URL, defaulting to the broker's (Celery's `result_backend` is separate,
     /// but JWQL keeps results in the broker's database and passes no flag for it).
-    pub fn backend_url(&self) -> String {
+    pub(crate) fn backend_url(&self) -> String {
         self.result_backend
             .clone()
             .unwrap_or_else(|| self.broker.clone())
@@ -63,7 +63,7 @@ impl Cli {
 
 /// The commands `celeriac` runs.
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Start a worker.
     Worker(Box<cmd::worker::WorkerArgs>),
     /// Send a task; prints its id, or its result as JSON with --wait.

@@ -27,33 +27,33 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 // ---------------------------------------------------------------------------------------
 
 /// A line of text on stdout (a task id, a count).
-pub fn line(text: &str) {
+pub(crate) fn line(text: &str) {
     println!("{text}");
 }
 
 /// `--json` output: one pretty-printed document.
-pub fn json(v: &impl Serialize) {
+pub(crate) fn json(v: &impl Serialize) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
 /// A value for a script: one compact JSON line (`celeriac call ... --wait` prints `5`).
-pub fn json_line(v: &Value) -> Result<()> {
+pub(crate) fn json_line(v: &Value) -> Result<()> {
     println!("{}", serde_json::to_string(v)?);
     Ok(())
 }
 
 /// A stored result meta, as it is stored (Python's JSON spacing), on one line.
-pub fn meta(m: &ResultMeta) {
+pub(crate) fn meta(m: &ResultMeta) {
     println!("{}", pyjson::to_string(&m.to_value()));
 }
 
 /// Why a command could not give its answer, on stderr.
-pub fn error(e: &dyn Display) {
+pub(crate) fn error(e: &dyn Display) {
     eprintln!("Error: {e}");
 }
 
 /// A task that failed or was revoked, with its remote exception, on stderr.
-pub fn remote_failure(task_id: &str, state: &State, exc: &ExceptionInfo) {
+pub(crate) fn remote_failure(task_id: &str, state: &State, exc: &ExceptionInfo) {
     eprintln!(
         "Error: task {task_id} {state}: {}.{}: {}",
         exc.exc_module,
@@ -63,7 +63,7 @@ pub fn remote_failure(task_id: &str, state: &State, exc: &ExceptionInfo) {
 }
 
 /// `<verb> <n> <noun>[s]`, e.g. `requeued 1 message`.
-pub fn counted(verb: &str, n: usize, noun: &str) {
+pub(crate) fn counted(verb: &str, n: usize, noun: &str) {
     println!("{verb} {n} {noun}{}", plural(n));
 }
 
@@ -73,14 +73,14 @@ fn plural(n: usize) -> &'static str {
 }
 
 /// A JSON value as plain text (strings unquoted), so table columns can be padded.
-pub fn text(v: &Value) -> String {
+pub(crate) fn text(v: &Value) -> String {
     v.as_str()
         .map(String::from)
         .unwrap_or_else(|| v.to_string())
 }
 
 /// `name[id]` of a task as workers describe it (`Request.info()`).
-pub fn task_label(t: &Value) -> String {
+pub(crate) fn task_label(t: &Value) -> String {
     format!(
         "{}[{}]",
         t["name"].as_str().unwrap_or("?"),
@@ -89,7 +89,7 @@ pub fn task_label(t: &Value) -> String {
 }
 
 /// Celery's message when a broadcast got no reply.
-pub fn no_nodes_replied() {
+pub(crate) fn no_nodes_replied() {
     eprintln!("Error: No nodes replied within time constraint");
 }
 
@@ -104,7 +104,7 @@ fn nodes_online(n: usize) {
 
 /// What `celeriac purge` removed.
 #[derive(Debug, Serialize)]
-pub struct PurgeReport {
+pub(crate) struct PurgeReport {
     /// Messages removed per queue: waiting ones plus reserved ones dropped.
     pub purged: BTreeMap<String, usize>,
     /// The sum of `purged`.
@@ -116,7 +116,7 @@ pub struct PurgeReport {
 }
 
 /// `q: purged N messages` per queue and Celery's closing line, or the report as JSON.
-pub fn purge(report: &PurgeReport, queues: usize, as_json: bool) {
+pub(crate) fn purge(report: &PurgeReport, queues: usize, as_json: bool) {
     if as_json {
         return json(report);
     }
@@ -154,7 +154,7 @@ fn ok_or_error(value: &Value) -> Option<(&'static str, String)> {
 }
 
 /// Control replies: `->  node: OK` and the answer indented below, as `celery control` does.
-pub fn control_replies(replies: &[Reply], as_json: bool) {
+pub(crate) fn control_replies(replies: &[Reply], as_json: bool) {
     if as_json {
         return json(&replies_json(replies));
     }
@@ -176,7 +176,7 @@ pub fn control_replies(replies: &[Reply], as_json: bool) {
 }
 
 /// Inspect replies, one node after the other, then how many answered.
-pub fn inspect_replies(method: &str, replies: &[Reply], as_json: bool) {
+pub(crate) fn inspect_replies(method: &str, replies: &[Reply], as_json: bool) {
     if as_json {
         return json(&replies_json(replies));
     }
@@ -252,7 +252,7 @@ fn inspect_reply(method: &str, r: &Reply) {
 }
 
 /// `node: status` while `control shutdown` watches a node go.
-pub fn node_status(node: &str, status: &str) {
+pub(crate) fn node_status(node: &str, status: &str) {
     println!("{node}: {status}");
 }
 
@@ -262,7 +262,7 @@ pub fn node_status(node: &str, status: &str) {
 
 /// One live node in `celeriac status`.
 #[derive(Debug, Serialize)]
-pub struct StatusRow {
+pub(crate) struct StatusRow {
     /// Node name.
     pub node: String,
     /// What it is running, `name[id]` each.
@@ -278,7 +278,7 @@ pub struct StatusRow {
 }
 
 /// The live nodes as a table (or JSON); with none, the reason on stderr.
-pub fn status(rows: &[StatusRow], listened: f64, as_json: bool) {
+pub(crate) fn status(rows: &[StatusRow], listened: f64, as_json: bool) {
     if as_json {
         return json(&rows);
     }
@@ -312,7 +312,7 @@ pub fn status(rows: &[StatusRow], listened: f64, as_json: bool) {
 
 /// One event on its own line (JSON with `--json`), flushed at once for a live view.
 /// Returns false when stdout is closed (`celeriac events | head`), so the stream can end.
-pub fn event(ev: &Value, as_json: bool) -> Result<bool> {
+pub(crate) fn event(ev: &Value, as_json: bool) -> Result<bool> {
     let line = if as_json {
         serde_json::to_string(ev)?
     } else {
@@ -323,7 +323,7 @@ pub fn event(ev: &Value, as_json: bool) -> Result<bool> {
 }
 
 /// One line per event, like `celery events --dump`: `host [time] type: fields`.
-pub fn event_line(ev: &Value) -> String {
+pub(crate) fn event_line(ev: &Value) -> String {
     let host = ev["hostname"].as_str().unwrap_or("?");
     let kind = ev["type"].as_str().unwrap_or("?");
     let ts = ev["timestamp"].as_f64().unwrap_or(0.0);
@@ -359,7 +359,7 @@ pub fn event_line(ev: &Value) -> String {
 
 /// `celeriac summary`.
 #[derive(Debug, Serialize)]
-pub struct Summary {
+pub(crate) struct Summary {
     /// Every known queue.
     pub queues: Vec<QueueRow>,
     /// The unacked bookkeeping.
@@ -372,7 +372,7 @@ pub struct Summary {
 
 /// One queue's length, in total and per priority list.
 #[derive(Debug, Serialize)]
-pub struct QueueRow {
+pub(crate) struct QueueRow {
     /// Queue name.
     pub queue: String,
     /// Messages waiting.
@@ -397,7 +397,7 @@ fn priority_bands<S: Serializer>(lens: &[usize; 4], s: S) -> Result<S::Ok, S::Er
 
 /// Unacked messages at a glance.
 #[derive(Debug, Serialize)]
-pub struct UnackedRow {
+pub(crate) struct UnackedRow {
     /// Taken and not acked, by anyone.
     pub total: usize,
     /// Of those, held under a celeriac lease.
@@ -408,7 +408,7 @@ pub struct UnackedRow {
 
 /// One live worker, as its heartbeat describes it.
 #[derive(Debug, Serialize)]
-pub struct WorkerRow {
+pub(crate) struct WorkerRow {
     /// Node name.
     pub node: String,
     /// Tasks running, as its heartbeat says.
@@ -418,7 +418,7 @@ pub struct WorkerRow {
 }
 
 /// The summary as a few short tables (or JSON).
-pub fn summary(s: &Summary, as_json: bool) {
+pub(crate) fn summary(s: &Summary, as_json: bool) {
     if as_json {
         return json(s);
     }
@@ -454,7 +454,7 @@ pub fn summary(s: &Summary, as_json: bool) {
 // ---------------------------------------------------------------------------------------
 
 /// Task rows, one line each of `key=value` pairs (empty fields left out), or JSON.
-pub fn jobs(rows: &[Value], state: &str, as_json: bool) {
+pub(crate) fn jobs(rows: &[Value], state: &str, as_json: bool) {
     if as_json {
         return json(&rows);
     }
@@ -474,7 +474,7 @@ pub fn jobs(rows: &[Value], state: &str, as_json: bool) {
 }
 
 /// What is known about one task, one `key: value` line each, or JSON.
-pub fn job(fields: &Map<String, Value>, as_json: bool) {
+pub(crate) fn job(fields: &Map<String, Value>, as_json: bool) {
     if as_json {
         return json(fields);
     }
@@ -489,7 +489,7 @@ pub fn job(fields: &Map<String, Value>, as_json: bool) {
 
 /// One line of `celeriac dead list`.
 #[derive(Debug, Serialize)]
-pub struct DeadRow {
+pub(crate) struct DeadRow {
     /// Position in the list (0 = newest).
     pub index: usize,
     /// When it was dead-lettered (Unix seconds); `None` for an unreadable entry.
@@ -503,7 +503,7 @@ pub struct DeadRow {
 }
 
 /// The dead-letter list, one line per entry (or JSON).
-pub fn dead_list(rows: &[DeadRow], as_json: bool) {
+pub(crate) fn dead_list(rows: &[DeadRow], as_json: bool) {
     if as_json {
         return json(&rows);
     }
@@ -523,7 +523,7 @@ pub fn dead_list(rows: &[DeadRow], as_json: bool) {
 }
 
 /// One dead letter as JSON, its payload added as text (`payload`) for reading.
-pub fn dead_letter(letter: &DeadLetter) -> Result<()> {
+pub(crate) fn dead_letter(letter: &DeadLetter) -> Result<()> {
     let mut v = serde_json::to_value(letter)?;
     v["payload"] = json!(String::from_utf8_lossy(&letter.payload));
     json(&v);
@@ -535,7 +535,7 @@ pub fn dead_letter(letter: &DeadLetter) -> Result<()> {
 // ---------------------------------------------------------------------------------------
 
 /// The locks as a table, or one JSON array on one line.
-pub fn lock_list(entries: &[LockEntry], as_json: bool) {
+pub(crate) fn lock_list(entries: &[LockEntry], as_json: bool) {
     if as_json {
         let arr: Vec<Value> = entries.iter().map(lock_json).collect();
         return println!("{}", Value::Array(arr));
@@ -579,7 +579,7 @@ pub fn lock_list(entries: &[LockEntry], as_json: bool) {
 }
 
 /// One lock in full (or as one JSON line).
-pub fn lock(e: &LockEntry, as_json: bool) {
+pub(crate) fn lock(e: &LockEntry, as_json: bool) {
     if as_json {
         return println!("{}", lock_json(e));
     }
@@ -623,7 +623,7 @@ pub fn lock(e: &LockEntry, as_json: bool) {
 }
 
 /// Who held the lock `release` just broke.
-pub fn lock_released(name: &str, e: &LockEntry) {
+pub(crate) fn lock_released(name: &str, e: &LockEntry) {
     println!("released {name:?}, held by {}", e.holder);
 }
 

@@ -86,7 +86,7 @@ async fn publish(inner: &Worker, msg: &TaskMessage, queue: &str, priority: u8) -
 }
 
 /// Publish `link` callbacks and the next chain step; returns the `children` value.
-pub async fn on_success(inner: &Arc<Worker>, msg: &TaskMessage, value: &Value) -> Value {
+pub(super) async fn on_success(inner: &Arc<Worker>, msg: &TaskMessage, value: &Value) -> Value {
     let mut children = Vec::new();
     for sig in msg.embed.callbacks.iter().flatten() {
         if let Some((m, q, p)) = message_from_signature(sig, msg, Some(value))
@@ -110,7 +110,7 @@ pub async fn on_success(inner: &Arc<Worker>, msg: &TaskMessage, value: &Value) -
 
 /// Publish `link_error` callbacks with the failed task's id as argument (Celery's form for
 /// errbacks it cannot introspect: `errback.apply_async((task_id,))`).
-pub async fn on_failure(inner: &Arc<Worker>, msg: &TaskMessage) {
+pub(super) async fn on_failure(inner: &Arc<Worker>, msg: &TaskMessage) {
     for sig in msg.embed.errbacks.iter().flatten() {
         if let Some((m, q, p)) = message_from_signature(sig, msg, Some(&json!(msg.headers.id))) {
             publish(inner, &m, &q, p).await;
@@ -120,7 +120,12 @@ pub async fn on_failure(inner: &Arc<Worker>, msg: &TaskMessage) {
 
 /// `Task.retry()`: a new message with the same id, `retries + 1`, `eta = now + countdown`,
 /// `parent_id` = own id, same queue and priority; RETRY stored; `task-retried` sent.
-pub async fn retry(inner: &Arc<Worker>, msg: &TaskMessage, countdown: f64, exc: &ExceptionInfo) {
+pub(super) async fn retry(
+    inner: &Arc<Worker>,
+    msg: &TaskMessage,
+    countdown: f64,
+    exc: &ExceptionInfo,
+) {
     let mut next = msg.clone();
     next.headers.retries += 1;
     let eta = chrono::Utc::now() + chrono::Duration::milliseconds((countdown * 1000.0) as i64);
@@ -164,7 +169,12 @@ pub async fn retry(inner: &Arc<Worker>, msg: &TaskMessage, countdown: f64, exc: 
 /// A chord header task finished: add its result to the join and, when it completes the
 /// chord, dispatch the callback exactly once (or fail it with `ChordError` when a header
 /// task failed), as Celery 5.7's `on_chord_part_return` does.
-pub async fn chord_part(inner: &Arc<Worker>, msg: &TaskMessage, state: &TaskState, result: &Value) {
+pub(super) async fn chord_part(
+    inner: &Arc<Worker>,
+    msg: &TaskMessage,
+    state: &TaskState,
+    result: &Value,
+) {
     let (Some(group), Some(body)) = (&msg.headers.group, &msg.embed.chord) else {
         return;
     };

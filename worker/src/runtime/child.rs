@@ -19,11 +19,11 @@ use std::time::Duration;
 
 /// Environment variable carrying the parent's pid (the child exits if it was re-parented
 /// before it could arm its parent-death signal).
-pub const PARENT_PID_ENV: &str = "CELERIAC_PARENT_PID";
+pub(crate) const PARENT_PID_ENV: &str = "CELERIAC_PARENT_PID";
 
 /// A task handed to a child.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ChildRequest {
+pub(crate) struct ChildRequest {
     /// Task name.
     pub task: String,
     /// Task id.
@@ -43,7 +43,7 @@ pub struct ChildRequest {
 /// What a child reports back.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum ChildOutcome {
+pub(crate) enum ChildOutcome {
     /// The value.
     Ok(Value),
     /// An exception.
@@ -66,7 +66,7 @@ pub enum ChildOutcome {
 
 /// One line a child writes back: the outcome, and whether the child exits after it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ChildReport {
+pub(crate) struct ChildReport {
     /// What the task did.
     pub outcome: ChildOutcome,
     /// The child exits after this report (it gave up on a task past its soft limit), so the
@@ -77,7 +77,7 @@ pub struct ChildReport {
 
 impl ChildOutcome {
     /// From a task body's result.
-    pub fn from_result(r: Result<Value, TaskError>) -> Self {
+    pub(crate) fn from_result(r: Result<Value, TaskError>) -> Self {
         match r {
             Ok(v) => ChildOutcome::Ok(v),
             Err(TaskError::Exception { exc, traceback }) => ChildOutcome::Err { exc, traceback },
@@ -95,7 +95,7 @@ impl ChildOutcome {
 }
 
 /// Run a request in this process (used by the child and by the in-process pool).
-pub fn execute(registry: &Registry, req: &ChildRequest) -> ChildOutcome {
+pub(crate) fn execute(registry: &Registry, req: &ChildRequest) -> ChildOutcome {
     let call = TaskCall {
         args: req.args.clone(),
         kwargs: req.kwargs.clone(),
@@ -113,7 +113,7 @@ pub fn execute(registry: &Registry, req: &ChildRequest) -> ChildOutcome {
 const SOFT_LIMIT_GRACE: Duration = Duration::from_millis(200);
 
 /// Entry point of `celeriac __child`. Returns the process exit code.
-pub fn child_main(registry: Registry, max_tasks: u64) -> i32 {
+pub(crate) fn child_main(registry: Registry, max_tasks: u64) -> i32 {
     arm_parent_death_signal();
     // Keep the real stdout for outcomes; send fd 1 (task prints) to stderr.
     // SAFETY: plain fd syscalls on fds this process owns.

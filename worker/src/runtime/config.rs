@@ -6,7 +6,7 @@ use std::time::Duration;
 
 /// How tasks are executed.
 #[derive(Debug, Clone, PartialEq)]
-pub enum PoolMode {
+pub(crate) enum PoolMode {
     /// In the worker process.
     InProcess,
     /// In child processes, each replaced after `max_tasks_per_child` tasks (0 = never).
@@ -18,7 +18,7 @@ pub enum PoolMode {
 
 /// Everything a worker needs to know, validated.
 #[derive(Debug, Clone)]
-pub struct WorkerConfig {
+pub(crate) struct WorkerConfig {
     /// Broker URL.
     pub broker_url: String,
     /// Result backend URL.
@@ -75,7 +75,7 @@ pub struct WorkerConfig {
 
 impl WorkerConfig {
     /// Defaults for `broker_url`, like `celery worker` with no options.
-    pub fn new(broker_url: &str) -> Self {
+    pub(crate) fn new(broker_url: &str) -> Self {
         WorkerConfig {
             broker_url: broker_url.into(),
             backend_url: broker_url.into(),

@@ -25,7 +25,7 @@ enum Msg {
 
 /// Sends events.
 #[derive(Debug, Clone)]
-pub struct Events {
+pub(crate) struct Events {
     tx: mpsc::UnboundedSender<Msg>,
     state: Arc<State>,
     task_events: Arc<AtomicBool>,
@@ -33,7 +33,7 @@ pub struct Events {
 
 impl Events {
     /// Start the publisher task.
-    pub fn start(broker: Broker, state: Arc<State>, task_events: bool) -> Self {
+    pub(crate) fn start(broker: Broker, state: Arc<State>, task_events: bool) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(publisher(broker, state.clone(), rx));
         Events {
@@ -45,7 +45,7 @@ impl Events {
 
     /// Wait (up to `timeout`) until every event sent so far has been published — so a
     /// stopping worker's `worker-offline` reaches Redis before the process exits.
-    pub async fn flush(&self, timeout: Duration) {
+    pub(crate) async fn flush(&self, timeout: Duration) {
         let (tx, rx) = oneshot::channel();
         if self.tx.send(Msg::Flush(tx)).is_ok() {
             let _ = tokio::time::timeout(timeout, rx).await;
@@ -53,24 +53,24 @@ impl Events {
     }
 
     /// Whether task events are enabled.
-    pub fn task_events_enabled(&self) -> bool {
+    pub(crate) fn task_events_enabled(&self) -> bool {
         self.task_events.load(Ordering::Relaxed)
     }
 
     /// `enable_events`/`disable_events`. Returns whether the setting changed.
-    pub fn set_task_events(&self, on: bool) -> bool {
+    pub(crate) fn set_task_events(&self, on: bool) -> bool {
         self.task_events.swap(on, Ordering::Relaxed) != on
     }
 
     /// Send a task event (only with task events enabled).
-    pub fn task(&self, kind: &str, fields: Map<String, Value>) {
+    pub(crate) fn task(&self, kind: &str, fields: Map<String, Value>) {
         if self.task_events_enabled() {
             self.send(kind, fields);
         }
     }
 
     /// Send any event.
-    pub fn send(&self, kind: &str, fields: Map<String, Value>) {
+    pub(crate) fn send(&self, kind: &str, fields: Map<String, Value>) {
         let body = event::event(
             kind,
             &self.state.node,
@@ -82,7 +82,7 @@ impl Events {
     }
 
     /// The fields of a worker event (`freq`, `active`, `processed`, `loadavg`, `sw_*`).
-    pub fn worker_fields(&self, freq: f64) -> Map<String, Value> {
+    pub(crate) fn worker_fields(&self, freq: f64) -> Map<String, Value> {
         let mut m = Map::new();
         m.insert("freq".into(), json!(freq));
         m.insert("active".into(), json!(self.state.active_count()));
@@ -99,7 +99,7 @@ impl Events {
 }
 
 /// `os.getloadavg()` rounded to 2 decimals, as Celery reports it.
-pub fn loadavg() -> [f64; 3] {
+pub(crate) fn loadavg() -> [f64; 3] {
     let s = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let mut it = s
         .split_whitespace()

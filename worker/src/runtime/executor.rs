@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq)]
-pub enum ExecOutcome {
+pub(crate) enum ExecOutcome {
     /// The task body finished (value, exception or retry request).
     Done(ChildOutcome),
     /// The process running it died (signal, abort, OOM kill): `WorkerLostError`.
@@ -26,10 +26,10 @@ pub enum ExecOutcome {
 }
 
 /// The future of one run.
-pub type RunFuture<'a> = Pin<Box<dyn Future<Output = ExecOutcome> + Send + 'a>>;
+pub(crate) type RunFuture<'a> = Pin<Box<dyn Future<Output = ExecOutcome> + Send + 'a>>;
 
 /// Runs task bodies.
-pub trait Executor: Send + Sync + std::fmt::Debug {
+pub(crate) trait Executor: Send + Sync + std::fmt::Debug {
     /// Run one request. `started` is told the pid of the process running it (for `inspect
     /// active` and for freeing the locks of a process that died); a signal number received
     /// on `terminate` (a revoke with `terminate`) ends the run early. `hard_limit` ends it
@@ -55,7 +55,7 @@ pub trait Executor: Send + Sync + std::fmt::Debug {
 /// costs no hand-off to another thread. No time limits, as with Celery's solo and threads
 /// pools; a crash takes the worker down.
 #[derive(Debug)]
-pub struct InProcess(pub Arc<Registry>);
+pub(crate) struct InProcess(pub Arc<Registry>);
 
 impl Executor for InProcess {
     fn run<'a>(

@@ -22,22 +22,22 @@
 
 mod background;
 mod callbacks;
-pub mod child;
+pub(crate) mod child;
 mod config;
 mod consumer;
 mod dispatch;
-pub mod events;
-pub mod executor;
+pub(crate) mod events;
+pub(crate) mod executor;
 mod outcome;
-pub mod pidbox;
-pub mod pool;
+pub(crate) mod pidbox;
+pub(crate) mod pool;
 mod request;
-pub mod shutdown;
-pub mod state;
+pub(crate) mod shutdown;
+pub(crate) mod state;
 mod worker;
 
-pub use config::{PoolMode, WorkerConfig};
-pub use worker::{Exit, WorkerError};
+pub(crate) use config::{PoolMode, WorkerConfig};
+pub(crate) use worker::{Exit, WorkerError};
 
 use background::{heartbeat_loop, lease_loop};
 use celeriac::backend::Backend;
@@ -56,7 +56,7 @@ use tokio::sync::{Semaphore, mpsc};
 use worker::{Worker, connect_at_startup};
 
 /// Run a worker until it is shut down.
-pub async fn run(
+pub(crate) async fn run(
     cfg: WorkerConfig,
     registry: Registry,
     shutdown: Shutdown,

@@ -27,13 +27,15 @@ use std::time::Duration;
 
 /// A running pidbox server.
 #[derive(Debug)]
-pub struct Pidbox {
+pub(crate) struct Pidbox {
     task: tokio::task::JoinHandle<()>,
     mailbox: mailbox::Pidbox,
 }
 
 /// Declare the mailbox and start serving control commands.
-pub async fn start(inner: Arc<Worker>) -> Result<Pidbox, celeriac::transport::TransportError> {
+pub(crate) async fn start(
+    inner: Arc<Worker>,
+) -> Result<Pidbox, celeriac::transport::TransportError> {
     let mailbox = mailbox::Pidbox::new(inner.broker.clone(), &inner.cfg.node);
     mailbox.declare().await?;
     // Subscribe before returning, so a request sent right after start-up is not missed.
@@ -44,7 +46,7 @@ pub async fn start(inner: Arc<Worker>) -> Result<Pidbox, celeriac::transport::Tr
 
 impl Pidbox {
     /// Stop serving and remove the mailbox binding and keys, as a Python worker does on shutdown.
-    pub async fn stop(self) {
+    pub(crate) async fn stop(self) {
         self.task.abort();
         if let Err(e) = self.mailbox.unbind().await {
             tracing::warn!(error = %e, "could not remove the pidbox binding");

@@ -33,7 +33,7 @@ impl std::fmt::Debug for ChildProc {
 
 /// Child processes, with standbys spawned ahead.
 #[derive(Debug)]
-pub struct ChildPool {
+pub(crate) struct ChildPool {
     exe: PathBuf,
     max_tasks: u64,
     config: Option<PathBuf>,
@@ -44,7 +44,7 @@ pub struct ChildPool {
 
 impl ChildPool {
     /// A pool spawning `exe __child`, `standby_target` children kept ready.
-    pub fn new(
+    pub(crate) fn new(
         exe: PathBuf,
         max_tasks: u64,
         config: Option<PathBuf>,
@@ -61,7 +61,7 @@ impl ChildPool {
     }
 
     /// Spawn the standbys now (worker start-up).
-    pub fn warm_up(&self) -> std::io::Result<()> {
+    pub(crate) fn warm_up(&self) -> std::io::Result<()> {
         for _ in 0..self.standby_target {
             let c = self.spawn()?;
             self.standby.lock().expect("standby").push(c);
@@ -287,7 +287,7 @@ fn describe_exit(st: std::process::ExitStatus) -> String {
 }
 
 /// `SIGKILL`-style name of a signal number.
-pub fn signal_name(sig: i32) -> &'static str {
+pub(crate) fn signal_name(sig: i32) -> &'static str {
     match sig {
         libc::SIGHUP => "SIGHUP",
         libc::SIGINT => "SIGINT",
@@ -308,7 +308,7 @@ pub fn signal_name(sig: i32) -> &'static str {
 }
 
 /// Parse `SIGKILL`, `KILL`, `9`.
-pub fn parse_signal(s: &str) -> Option<i32> {
+pub(crate) fn parse_signal(s: &str) -> Option<i32> {
     if let Ok(n) = s.parse::<i32>() {
         return Some(n);
     }

@@ -7,7 +7,7 @@ use tokio::sync::watch;
 
 /// Shutdown phase; ordered, so `phase >= Warm` means "stopping".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Phase {
+pub(crate) enum Phase {
     /// Serving: claiming and running tasks.
     Running,
     /// Finish running tasks, take no new ones.
@@ -18,7 +18,7 @@ pub enum Phase {
 
 /// The shutdown handle, cloned into everything long-lived.
 #[derive(Debug, Clone)]
-pub struct Shutdown {
+pub(crate) struct Shutdown {
     tx: watch::Sender<Phase>,
 }
 
@@ -30,14 +30,14 @@ impl Default for Shutdown {
 
 impl Shutdown {
     /// A handle in the running phase.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Shutdown {
             tx: watch::Sender::new(Phase::Running),
         }
     }
 
     /// Escalate to `p` (never de-escalates).
-    pub fn escalate(&self, p: Phase) {
+    pub(crate) fn escalate(&self, p: Phase) {
         self.tx.send_if_modified(|cur| {
             if p > *cur {
                 *cur = p;
@@ -49,12 +49,12 @@ impl Shutdown {
     }
 
     /// Current phase.
-    pub fn phase(&self) -> Phase {
+    pub(crate) fn phase(&self) -> Phase {
         *self.tx.borrow()
     }
 
     /// Wait until the phase is at least `p`.
-    pub async fn reached(&self, p: Phase) {
+    pub(crate) async fn reached(&self, p: Phase) {
         let mut rx = self.tx.subscribe();
         let _ = rx.wait_for(|cur| *cur >= p).await;
     }
@@ -63,7 +63,7 @@ impl Shutdown {
 /// SIGTERM and the first SIGINT: warm shutdown. A second SIGINT, or SIGQUIT: cold.
 /// (`celery/apps/worker.py`: the same mapping, including "Hitting Ctrl+C again will
 /// terminate all running tasks!")
-pub fn wire_signals(sd: Shutdown) -> std::io::Result<()> {
+pub(crate) fn wire_signals(sd: Shutdown) -> std::io::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut quit = signal(SignalKind::quit())?;

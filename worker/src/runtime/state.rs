@@ -13,7 +13,7 @@ use tokio::sync::{Notify, mpsc};
 
 /// Where a held request is.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Phase {
+pub(crate) enum Phase {
     /// Waiting for a free slot.
     Reserved,
     /// Held until its ETA (a Unix timestamp).
@@ -34,7 +34,7 @@ pub enum Phase {
 
 /// A held request (one message).
 #[derive(Debug)]
-pub struct Held {
+pub(crate) struct Held {
     /// The decoded message (shared: the running request reads it without a deep copy).
     pub msg: Arc<TaskMessage>,
     /// The delivery (tag, raw bytes, unacked entry), shared likewise.
@@ -49,7 +49,7 @@ pub struct Held {
 
 impl Held {
     /// `Request.info()` as `inspect active` shows it.
-    pub fn info(&self, hostname: &str) -> Value {
+    pub(crate) fn info(&self, hostname: &str) -> Value {
         let (time_start, acknowledged, worker_pid) = match &self.phase {
             Phase::Active {
                 time_start,
@@ -81,7 +81,7 @@ impl Held {
 
 /// Celery's `LimitedSet` for revoked ids: bounded size, entries expire.
 #[derive(Debug)]
-pub struct Revoked {
+pub(crate) struct Revoked {
     ids: HashMap<String, Instant>,
     order: VecDeque<String>,
     max: usize,
@@ -100,7 +100,7 @@ impl Revoked {
     }
 
     /// Add an id.
-    pub fn add(&mut self, id: &str) {
+    pub(crate) fn add(&mut self, id: &str) {
         if self.ids.insert(id.to_string(), Instant::now()).is_none() {
             self.order.push_back(id.to_string());
         }
@@ -112,12 +112,12 @@ impl Revoked {
     }
 
     /// Whether `id` is revoked (and not expired).
-    pub fn contains(&self, id: &str) -> bool {
+    pub(crate) fn contains(&self, id: &str) -> bool {
         self.ids.get(id).is_some_and(|t| t.elapsed() < self.ttl)
     }
 
     /// All live ids.
-    pub fn list(&self) -> Vec<String> {
+    pub(crate) fn list(&self) -> Vec<String> {
         self.order
             .iter()
             .filter(|id| self.contains(id))
@@ -128,7 +128,7 @@ impl Revoked {
 
 /// The shared state.
 #[derive(Debug)]
-pub struct State {
+pub(crate) struct State {
     /// Node name.
     pub node: String,
     /// Main process pid.
@@ -155,11 +155,11 @@ pub struct State {
 }
 
 /// `(hard, soft)` seconds set by `control time_limit` for one task name.
-pub type TimeLimits = (Option<f64>, Option<f64>);
+pub(crate) type TimeLimits = (Option<f64>, Option<f64>);
 
 /// A per-worker token bucket for one task name (Celery's `rate_limit`, e.g. `10/m`).
 #[derive(Debug, Clone)]
-pub struct RateLimit {
+pub(crate) struct RateLimit {
     /// The spec as given.
     pub spec: String,
     /// Tasks per second (0 = no limit).
@@ -170,7 +170,7 @@ pub struct RateLimit {
 
 impl RateLimit {
     /// Parse `10`, `10/s`, `10/m`, `10/h`.
-    pub fn parse(spec: &str) -> Option<Self> {
+    pub(crate) fn parse(spec: &str) -> Option<Self> {
         let (n, unit) = spec.trim().split_once('/').unwrap_or((spec.trim(), "s"));
         let n: f64 = n.trim().parse().ok()?;
         let per = match unit.trim() {
@@ -187,7 +187,7 @@ impl RateLimit {
     }
 
     /// How long to wait before the next task may start, and book that slot.
-    pub fn book(&mut self) -> Duration {
+    pub(crate) fn book(&mut self) -> Duration {
         if self.per_second <= 0.0 {
             return Duration::ZERO;
         }
@@ -200,7 +200,7 @@ impl RateLimit {
 
 impl State {
     /// New state for `node`.
-    pub fn new(node: String) -> Self {
+    pub(crate) fn new(node: String) -> Self {
         State {
             node,
             pid: std::process::id(),
@@ -217,22 +217,22 @@ impl State {
     }
 
     /// Advance the clock for an event we send.
-    pub fn tick(&self) -> u64 {
+    pub(crate) fn tick(&self) -> u64 {
         self.clock.fetch_add(1, Ordering::SeqCst) + 1
     }
 
     /// Merge a clock value received from a peer (`clock.adjust`).
-    pub fn adjust(&self, other: u64) {
+    pub(crate) fn adjust(&self, other: u64) {
         self.clock.fetch_max(other + 1, Ordering::SeqCst);
     }
 
     /// Current clock.
-    pub fn clock(&self) -> u64 {
+    pub(crate) fn clock(&self) -> u64 {
         self.clock.load(Ordering::SeqCst)
     }
 
     /// Hold a new request, under its delivery tag.
-    pub fn hold(&self, held: Held) {
+    pub(crate) fn hold(&self, held: Held) {
         self.held
             .lock()
             .expect("held")
@@ -240,7 +240,7 @@ impl State {
     }
 
     /// Move the request held under `tag` to another phase.
-    pub fn set_phase(&self, tag: &str, phase: Phase) {
+    pub(crate) fn set_phase(&self, tag: &str, phase: Phase) {
         let mut held = self.held.lock().expect("held");
         if let Some(h) = held.get_mut(tag) {
             h.phase = phase;
@@ -250,7 +250,7 @@ impl State {
     /// The request held under `tag` starts running: record how to terminate it, its start
     /// time and whether its message is acked already (early ack, as Celery acks when the
     /// pool accepts the job: no more lease refresh, and it no longer counts against prefetch).
-    pub fn start(
+    pub(crate) fn start(
         &self,
         tag: &str,
         terminate: mpsc::UnboundedSender<i32>,
@@ -274,7 +274,7 @@ impl State {
     }
 
     /// Record the pid of the process running the request held under `tag`.
-    pub fn set_worker_pid(&self, tag: &str, pid: u32) {
+    pub(crate) fn set_worker_pid(&self, tag: &str, pid: u32) {
         if let Some(h) = self.held.lock().expect("held").get_mut(tag)
             && let Phase::Active { worker_pid, .. } = &mut h.phase
         {
@@ -283,19 +283,19 @@ impl State {
     }
 
     /// Stop holding the request held under `tag`.
-    pub fn release(&self, tag: &str) -> Option<Held> {
+    pub(crate) fn release(&self, tag: &str) -> Option<Held> {
         let h = self.held.lock().expect("held").remove(tag);
         self.released.notify_waiters();
         h
     }
 
     /// Whether the request of delivery `tag` is still held here.
-    pub fn is_held(&self, tag: &str) -> bool {
+    pub(crate) fn is_held(&self, tag: &str) -> bool {
         self.held.lock().expect("held").contains_key(tag)
     }
 
     /// Whether a request with task id `id` is running here (any of its messages).
-    pub fn is_active(&self, id: &str) -> bool {
+    pub(crate) fn is_active(&self, id: &str) -> bool {
         self.held
             .lock()
             .expect("held")
@@ -305,7 +305,7 @@ impl State {
 
     /// Messages held against prefetch that are still unacked (Celery's
     /// `len(delivered) - len(acked)`, minus ETA tasks which raise prefetch by one each).
-    pub fn unacked_against_prefetch(&self) -> usize {
+    pub(crate) fn unacked_against_prefetch(&self) -> usize {
         self.held
             .lock()
             .expect("held")
@@ -315,7 +315,7 @@ impl State {
     }
 
     /// Tags of every message still in `unacked` that we hold (for lease refresh).
-    pub fn unacked_tags(&self) -> Vec<String> {
+    pub(crate) fn unacked_tags(&self) -> Vec<String> {
         self.held
             .lock()
             .expect("held")
@@ -326,7 +326,7 @@ impl State {
     }
 
     /// Number of running tasks.
-    pub fn active_count(&self) -> usize {
+    pub(crate) fn active_count(&self) -> usize {
         self.held
             .lock()
             .expect("held")
@@ -336,7 +336,7 @@ impl State {
     }
 
     /// `inspect active`/`reserved` lists.
-    pub fn infos(&self, pick: impl Fn(&Phase) -> bool) -> Vec<Value> {
+    pub(crate) fn infos(&self, pick: impl Fn(&Phase) -> bool) -> Vec<Value> {
         self.held
             .lock()
             .expect("held")
@@ -347,7 +347,7 @@ impl State {
     }
 
     /// `inspect scheduled` entries.
-    pub fn scheduled(&self) -> Vec<Value> {
+    pub(crate) fn scheduled(&self) -> Vec<Value> {
         self.held
             .lock()
             .expect("held")
@@ -362,7 +362,7 @@ impl State {
     }
 
     /// Count a finished task.
-    pub fn count_done(&self, name: &str) {
+    pub(crate) fn count_done(&self, name: &str) {
         self.processed.fetch_add(1, Ordering::SeqCst);
         *self
             .totals
@@ -374,7 +374,7 @@ impl State {
 }
 
 /// The `task-received` event fields for a message.
-pub fn received_fields(msg: &TaskMessage) -> serde_json::Map<String, Value> {
+pub(crate) fn received_fields(msg: &TaskMessage) -> serde_json::Map<String, Value> {
     let h = &msg.headers;
     let mut m = serde_json::Map::new();
     m.insert("uuid".into(), json!(h.id));

@@ -22,7 +22,7 @@ use tokio::sync::{Semaphore, mpsc};
 
 /// Errors that stop a worker from starting.
 #[derive(Debug, thiserror::Error)]
-pub enum WorkerError {
+pub(crate) enum WorkerError {
     /// The broker refused or could not be reached.
     #[error("broker: {0}")]
     Transport(#[from] celeriac::transport::TransportError),
@@ -36,7 +36,7 @@ pub enum WorkerError {
 
 /// How the worker ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exit {
+pub(crate) enum Exit {
     /// Warm shutdown completed.
     Warm,
     /// Cold shutdown.
@@ -45,7 +45,7 @@ pub enum Exit {
 
 /// The running worker (shared by its tasks).
 #[derive(Debug)]
-pub struct Worker {
+pub(crate) struct Worker {
     /// The validated configuration.
     pub cfg: WorkerConfig,
     /// The broker connection (claims, acks, pidbox, events).

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 /// `celeriac call`.
 #[derive(Debug, Args)]
-pub struct CallArgs {
+pub(crate) struct CallArgs {
     /// Task name, e.g. shared_tasks.add.
     pub task: String,
     /// Positional arguments as a JSON list.
@@ -52,7 +52,7 @@ pub struct CallArgs {
 }
 
 /// Send the task; exit 0, or with `--wait` the code of its outcome.
-pub async fn run(c: CallArgs, broker: &str, backend: &str) -> Result<u8> {
+pub(crate) async fn run(c: CallArgs, broker: &str, backend: &str) -> Result<u8> {
     let Value::Array(args) = serde_json::from_str(&c.args).context("--args must be a JSON list")?
     else {
         bail!("--args must be a JSON list")

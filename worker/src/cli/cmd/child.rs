@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 /// Internal child-process options.
 #[derive(Debug, Args)]
-pub struct ChildArgs {
+pub(crate) struct ChildArgs {
     /// Tasks to serve before exiting (0 = until stdin closes).
     #[arg(long = "max-tasks", default_value_t = 1)]
     pub max_tasks: u64,
@@ -21,7 +21,7 @@ pub struct ChildArgs {
 const EX_SOFTWARE: u8 = 70;
 
 /// Serve tasks until done; returns the exit code.
-pub fn run(args: &ChildArgs) -> u8 {
+pub(crate) fn run(args: &ChildArgs) -> u8 {
     let registry = match super::worker::tasks_registry(args.config.as_deref()) {
         Ok(r) => r,
         Err(e) => {

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 /// `celeriac control ...`.
 #[derive(Debug, Subcommand)]
-pub enum ControlCmd {
+pub(crate) enum ControlCmd {
     /// Warm-stop workers and wait until each is offline.
     Shutdown {
         /// Which nodes: every live one, or those named with `-d`.
@@ -89,7 +89,7 @@ fn arguments(pairs: &[(&str, Value)]) -> Map<String, Value> {
 
 /// Send the command and print the replies: exit 0 when every node agreed, 1 when one
 /// answered with an error, [`EX_UNAVAILABLE`] when none answered.
-pub async fn run(cmd: ControlCmd, broker_url: &str) -> Result<u8> {
+pub(crate) async fn run(cmd: ControlCmd, broker_url: &str) -> Result<u8> {
     let broker = super::broker(broker_url).await?;
     let (method, args, target) = match cmd {
         ControlCmd::Shutdown { target, wait } => {

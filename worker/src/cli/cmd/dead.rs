@@ -7,7 +7,7 @@ use clap::Subcommand;
 
 /// `celeriac dead ...`.
 #[derive(Debug, Subcommand)]
-pub enum DeadCmd {
+pub(crate) enum DeadCmd {
     /// List dead letters (newest first).
     List {
         /// At most this many.
@@ -40,7 +40,7 @@ pub enum DeadCmd {
 
 /// Run the subcommand: exit 0, or 1 when the operator declines a purge; a missing entry is
 /// an error.
-pub async fn run(cmd: DeadCmd, broker_url: &str) -> Result<u8> {
+pub(crate) async fn run(cmd: DeadCmd, broker_url: &str) -> Result<u8> {
     let broker = super::broker(broker_url).await?;
     match cmd {
         DeadCmd::List { limit, json } => {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 /// `celeriac events`.
 #[derive(Debug, Args)]
-pub struct EventsArgs {
+pub(crate) struct EventsArgs {
     /// One line per event (the only view; accepted for `celery events --dump` compatibility).
     #[arg(long)]
     pub dump: bool,
@@ -27,7 +27,7 @@ pub struct EventsArgs {
 }
 
 /// Print events until `--count`, `--timeout`, Ctrl-C or a closed stdout; exit 0.
-pub async fn run(a: EventsArgs, broker_url: &str) -> Result<u8> {
+pub(crate) async fn run(a: EventsArgs, broker_url: &str) -> Result<u8> {
     let broker = super::broker(broker_url).await?;
     let mut stream = Box::pin(control::events(&broker).await?);
     // Every worker answers at once, so the stream starts with who is up.

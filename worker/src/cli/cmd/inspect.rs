@@ -10,7 +10,7 @@ use serde_json::{Map, json};
 
 /// `celeriac inspect ...`.
 #[derive(Debug, Args)]
-pub struct InspectArgs {
+pub(crate) struct InspectArgs {
     /// ping, active, reserved, scheduled, registered, stats, revoked, active_queues,
     /// query_task, conf, clock, report.
     #[arg(value_parser = ["ping", "active", "reserved", "scheduled", "registered", "stats", "revoked", "active_queues", "query_task", "conf", "clock", "report"])]
@@ -23,7 +23,7 @@ pub struct InspectArgs {
 }
 
 /// Ask and print; exit [`EX_UNAVAILABLE`] when no node replied.
-pub async fn run(a: InspectArgs, broker_url: &str) -> Result<u8> {
+pub(crate) async fn run(a: InspectArgs, broker_url: &str) -> Result<u8> {
     let broker = super::broker(broker_url).await?;
     // The arguments Celery's `inspect` sends with these methods.
     let mut arguments = Map::new();

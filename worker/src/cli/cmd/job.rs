@@ -12,7 +12,7 @@ use std::time::Duration;
 
 /// `celeriac job ID`.
 #[derive(Debug, Args)]
-pub struct JobArgs {
+pub(crate) struct JobArgs {
     /// Task id.
     pub id: String,
     /// Print JSON.
@@ -27,7 +27,7 @@ fn tenths(s: f64) -> f64 {
 
 /// Look the task up everywhere and print what was found; exit 0 (an unknown id is an
 /// answer: `where: unknown`).
-pub async fn run(a: JobArgs, broker_url: &str, backend_url: &str) -> Result<u8> {
+pub(crate) async fn run(a: JobArgs, broker_url: &str, backend_url: &str) -> Result<u8> {
     let broker = super::broker(broker_url).await?;
     let backend = super::backend(backend_url).await?;
     let mut out = Map::new();

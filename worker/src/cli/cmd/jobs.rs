@@ -12,7 +12,7 @@ use std::time::Duration;
 
 /// `celeriac jobs`.
 #[derive(Debug, Args)]
-pub struct JobsArgs {
+pub(crate) struct JobsArgs {
     /// Which tasks: queued, reserved, active, scheduled, failed.
     #[arg(long, default_value = "queued", value_parser = ["queued", "reserved", "active", "scheduled", "failed"])]
     pub state: String,
@@ -28,7 +28,7 @@ pub struct JobsArgs {
 }
 
 /// List and print; exit 0.
-pub async fn run(a: JobsArgs, broker_url: &str, backend_url: &str) -> Result<u8> {
+pub(crate) async fn run(a: JobsArgs, broker_url: &str, backend_url: &str) -> Result<u8> {
     let broker = super::broker(broker_url).await?;
     let mut rows = Vec::new();
     match a.state.as_str() {
@@ -92,7 +92,7 @@ pub async fn run(a: JobsArgs, broker_url: &str, backend_url: &str) -> Result<u8>
 
 /// The row of a queued message: what it is and where it stands. `None` for bytes that are
 /// not a task message (the worker dead-letters those when it takes them).
-pub fn queued_row(q: &Queued) -> Option<Value> {
+pub(crate) fn queued_row(q: &Queued) -> Option<Value> {
     let msg = q.message()?;
     Some(json!({
         "id": msg.headers.id, "task": msg.headers.task, "queue": q.queue, "priority": msg.properties.priority,

@@ -17,15 +17,15 @@ use anyhow::Context;
 
 /// Exit code when `acquire` could not take the lock (EX_TEMPFAIL, as `flock -n` users expect
 /// a distinct code).
-pub const EXIT_BUSY: i32 = 75;
+pub(crate) const EXIT_BUSY: i32 = 75;
 /// Exit code when the lock was lost while the command ran.
-pub const EXIT_LOST: i32 = 76;
+pub(crate) const EXIT_LOST: i32 = 76;
 /// Exit code when `release` refused to break a lock.
-pub const EXIT_REFUSED: i32 = 3;
+pub(crate) const EXIT_REFUSED: i32 = 3;
 
 /// `celeriac locks ...`
 #[derive(Debug, clap::Subcommand)]
-pub enum LocksCmd {
+pub(crate) enum LocksCmd {
     /// List locks: name, holder (if known), TTL or "no expiry", age. Uses SCAN, never KEYS.
     List {
         /// Only keys matching this Redis glob (e.g. 'jw*'); every string key matching it is
@@ -72,7 +72,7 @@ pub enum LocksCmd {
 
 /// Run a `locks` subcommand; returns the exit code. Locks live where the broker is unless
 /// `CELERIAC_LOCK_URL` says otherwise (JWQL keeps both in db 0), as for the worker's tasks.
-pub async fn run(cmd: LocksCmd, broker_url: &str) -> anyhow::Result<u8> {
+pub(crate) async fn run(cmd: LocksCmd, broker_url: &str) -> anyhow::Result<u8> {
     let url = std::env::var("CELERIAC_LOCK_URL").unwrap_or_else(|_| broker_url.to_string());
     // A command's exit status is 0..=255 already; anything else would be a bug, not a code.
     exec(cmd, &url).await.map(|code| code.clamp(0, 255) as u8)

@@ -18,20 +18,20 @@
 //! What several commands share lives here: `--json`, node selection ([`Target`]),
 //! connecting with a useful error, and asking for confirmation.
 
-pub mod call;
-pub mod child;
-pub mod control;
-pub mod dead;
-pub mod events;
-pub mod inspect;
-pub mod job;
-pub mod jobs;
-pub mod locks;
-pub mod purge;
-pub mod result;
-pub mod status;
-pub mod summary;
-pub mod worker;
+pub(crate) mod call;
+pub(crate) mod child;
+pub(crate) mod control;
+pub(crate) mod dead;
+pub(crate) mod events;
+pub(crate) mod inspect;
+pub(crate) mod job;
+pub(crate) mod jobs;
+pub(crate) mod locks;
+pub(crate) mod purge;
+pub(crate) mod result;
+pub(crate) mod status;
+pub(crate) mod summary;
+pub(crate) mod worker;
 
 use anyhow::{Context, Result};
 use celeriac::{Backend, Broker};
@@ -40,11 +40,11 @@ use std::io::Write;
 use std::time::Duration;
 
 /// Celery's exit code when no node replied (`EX_UNAVAILABLE`).
-pub const EX_UNAVAILABLE: u8 = 69;
+pub(crate) const EX_UNAVAILABLE: u8 = 69;
 
 /// `--json` only.
 #[derive(Debug, Args)]
-pub struct JsonFlag {
+pub(crate) struct JsonFlag {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -52,7 +52,7 @@ pub struct JsonFlag {
 
 /// Node selection and output options shared by control and inspect commands.
 #[derive(Debug, Args, Clone)]
-pub struct Target {
+pub(crate) struct Target {
     /// Only these nodes (comma-separated node names).
     #[arg(
         short = 'd',
@@ -72,7 +72,7 @@ pub struct Target {
 impl Target {
     /// How long to wait for each next reply; never below 50 ms, because the wait is a
     /// `BRPOP` timeout, where 0 would mean for ever.
-    pub fn reply_timeout(&self) -> Duration {
+    pub(crate) fn reply_timeout(&self) -> Duration {
         Duration::from_secs_f64(self.timeout.max(0.05))
     }
 }

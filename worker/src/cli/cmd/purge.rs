@@ -14,7 +14,7 @@ use std::time::Duration;
 
 /// `celeriac purge`.
 #[derive(Debug, Args)]
-pub struct PurgeArgs {
+pub(crate) struct PurgeArgs {
     /// Do not ask for confirmation.
     #[arg(short = 'f', long = "force")]
     pub force: bool,
@@ -30,7 +30,7 @@ pub struct PurgeArgs {
 }
 
 /// Purge, after confirmation unless `-f`; exit 1 when the operator declines.
-pub async fn run(a: PurgeArgs, broker_url: &str, backend_url: &str) -> Result<u8> {
+pub(crate) async fn run(a: PurgeArgs, broker_url: &str, backend_url: &str) -> Result<u8> {
     let broker = super::broker(broker_url).await?;
     let mut queues: Vec<String> = if a.queues.is_empty() {
         vec![celeriac::DEFAULT_QUEUE.into()]

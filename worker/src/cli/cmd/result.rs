@@ -11,7 +11,7 @@ use std::time::Duration;
 
 /// `celeriac result`.
 #[derive(Debug, Args)]
-pub struct ResultArgs {
+pub(crate) struct ResultArgs {
     /// Task id.
     pub id: String,
     /// Seconds to wait for a ready state.
@@ -24,7 +24,7 @@ pub struct ResultArgs {
 
 /// Wait for the result; exit as [`report`] says, or with `--meta` 0 for SUCCESS, 1 for any
 /// other ready state, 2 when none came.
-pub async fn run(r: ResultArgs, backend: &str) -> Result<u8> {
+pub(crate) async fn run(r: ResultArgs, backend: &str) -> Result<u8> {
     let backend = super::backend(backend).await?;
     let meta = backend
         .wait(&r.id, Duration::from_secs_f64(r.timeout))
@@ -47,7 +47,7 @@ pub async fn run(r: ResultArgs, backend: &str) -> Result<u8> {
 /// Print a task's outcome for a script: its value as one JSON line (exit 0), or the remote
 /// exception (exit 1: the task failed or was revoked), or why there is no outcome (exit 2:
 /// no result in time, or Redis failed).
-pub fn report(outcome: Result<Value, ClientError>) -> Result<u8> {
+pub(crate) fn report(outcome: Result<Value, ClientError>) -> Result<u8> {
     match outcome {
         Ok(v) => {
             render::json_line(&v)?;

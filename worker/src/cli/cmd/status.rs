@@ -11,7 +11,7 @@ use std::time::Duration;
 
 /// `celeriac status`.
 #[derive(Debug, Args)]
-pub struct StatusArgs {
+pub(crate) struct StatusArgs {
     /// Seconds to listen for heartbeats.
     #[arg(short = 't', long = "timeout", default_value_t = 2.5)]
     pub timeout: f64,
@@ -21,7 +21,7 @@ pub struct StatusArgs {
 }
 
 /// List the live nodes; exit [`EX_UNAVAILABLE`] when there are none.
-pub async fn run(a: StatusArgs, broker_url: &str) -> Result<u8> {
+pub(crate) async fn run(a: StatusArgs, broker_url: &str) -> Result<u8> {
     let broker = super::broker(broker_url).await?;
     let nodes = control::live_workers(&broker, Duration::from_secs_f64(a.timeout)).await?;
     let active = control::broadcast(

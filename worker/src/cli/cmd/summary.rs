@@ -12,7 +12,7 @@ use std::time::Duration;
 const LISTEN: Duration = Duration::from_millis(1500);
 
 /// Gather and print; exit 0.
-pub async fn run(a: JsonFlag, broker_url: &str) -> Result<u8> {
+pub(crate) async fn run(a: JsonFlag, broker_url: &str) -> Result<u8> {
     let broker = super::broker(broker_url).await?;
     let mut queues = Vec::new();
     for queue in broker.known_queues().await? {

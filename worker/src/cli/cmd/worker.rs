@@ -14,7 +14,7 @@ use std::time::Duration;
 /// Log levels, as Celery spells them (case-insensitive).
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
 #[value(rename_all = "lower")]
-pub enum LogLevel {
+pub(crate) enum LogLevel {
     /// Everything, including each message received and the effective settings.
     Debug,
     /// Normal operation.
@@ -31,7 +31,7 @@ pub enum LogLevel {
 
 impl LogLevel {
     /// The tracing filter directive.
-    pub fn directive(self) -> &'static str {
+    pub(crate) fn directive(self) -> &'static str {
         match self {
             LogLevel::Debug => "debug",
             LogLevel::Info => "info",
@@ -43,7 +43,7 @@ impl LogLevel {
 
 /// Pool implementations.
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
-pub enum PoolKind {
+pub(crate) enum PoolKind {
     /// Child processes (spawned, never forked); the default, as in Celery.
     Prefork,
     /// In-process, one task at a time.
@@ -54,7 +54,7 @@ pub enum PoolKind {
 
 /// `celeriac worker` options (Celery's names).
 #[derive(Debug, Args)]
-pub struct WorkerArgs {
+pub(crate) struct WorkerArgs {
     /// Number of task slots (child processes or threads). Default, and `0`: the number of
     /// CPUs, as in Celery. `-P solo` has one slot.
     #[arg(short = 'c', long = "concurrency")]
@@ -167,14 +167,14 @@ pub struct WorkerArgs {
 impl WorkerArgs {
     /// Whether the worker runs task bodies in its own process (`-P solo|threads`); the
     /// default, as in Celery, is prefork: child processes.
-    pub fn in_process(&self) -> bool {
+    pub(crate) fn in_process(&self) -> bool {
         matches!(self.pool, Some(PoolKind::Solo | PoolKind::Threads))
     }
 
     /// Task slots: `-c N`; without `-c`, or with `-c 0`, the number of CPUs (Celery's
     /// `WorkController.setup_defaults`: a falsy concurrency means `cpu_count()`); `-P solo`
     /// has exactly one.
-    pub fn concurrency(&self) -> usize {
+    pub(crate) fn concurrency(&self) -> usize {
         if self.pool == Some(PoolKind::Solo) {
             return 1;
         }
@@ -187,7 +187,7 @@ impl WorkerArgs {
     /// The worker's configuration, validated: the node name expanded for this `host`, the
     /// queues left after `-X`, every duration checked. Only the URLs come from elsewhere
     /// (global options). Logs nothing: logging is not set up yet when this runs.
-    pub fn config(&self, broker: &str, backend: &str, host: &str) -> Result<WorkerConfig> {
+    pub(crate) fn config(&self, broker: &str, backend: &str, host: &str) -> Result<WorkerConfig> {
         let concurrency = self.concurrency();
         let mut queues: Vec<String> = if self.queues.is_empty() {
             vec![celeriac::DEFAULT_QUEUE.into()]
@@ -251,7 +251,7 @@ fn secs(s: f64, what: &str) -> Result<Duration> {
 }
 
 /// Run a worker until it is shut down: exit 0 after a warm shutdown, 1 after a cold one.
-pub async fn run(w: WorkerArgs, broker: &str, backend: &str) -> Result<u8> {
+pub(crate) async fn run(w: WorkerArgs, broker: &str, backend: &str) -> Result<u8> {
     let cfg = w.config(broker, backend, &celeriac::client::hostname())?;
     let logfile = w.logfile.as_deref().map(|f| node_format(f, &cfg.node));
     daemon::init_logging(w.loglevel.directive(), logfile.as_deref())?;
@@ -283,7 +283,7 @@ pub async fn run(w: WorkerArgs, broker: &str, backend: &str) -> Result<u8> {
 
 /// The tasks this binary serves: the compiled-in `shared_tasks` plus command tasks (the
 /// worker and every child it spawns build the same registry).
-pub fn tasks_registry(config: Option<&Path>) -> Result<celeriac::task::Registry> {
+pub(crate) fn tasks_registry(config: Option<&Path>) -> Result<celeriac::task::Registry> {
     let mut registry = shared_tasks::registry();
     if let Some(path) = config {
         command::register(&mut registry, command::load(path)?);
