@@ -16,6 +16,7 @@ use redis::IntoConnectionInfo;
 
 /// Why a URL was refused.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum UrlError {
     /// redis-rs could not parse it.
     #[error("invalid Redis URL {url}: {source}")]

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 /// Backend errors.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum BackendError {
     /// Redis failed.
     #[error("redis: {0}")]

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 /// Client errors.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ClientError {
     /// Broker failure.
     #[error(transparent)]

@@ -20,6 +20,7 @@ pub use result::{ExceptionInfo, ResultMeta, State};
 
 /// What can go wrong decoding a message. Each variant names the field that failed.
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum ProtocolError {
     /// The envelope is not valid JSON (or not an object).
     #[error("envelope is not a JSON object: {0}")]

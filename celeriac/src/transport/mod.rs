@@ -37,6 +37,7 @@ use std::time::Duration;
 
 /// Transport errors.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum TransportError {
     /// Redis failed; the connection manager reconnects by itself, so retrying is reasonable.
     #[error("redis: {0}")]
