@@ -43,20 +43,21 @@ pub(super) async fn lease_loop(inner: Arc<Worker>) {
                     tracing::warn!(error = %e, "lease refresh failed");
                 }
             }
-            _ = sweep.tick() => {
-                match inner
-                    .broker
-                    .restore_visible(inner.cfg.visibility_timeout)
-                    .await
-                {
-                    Ok(Some(n)) if n > 0 => tracing::warn!(
-                        restored = n,
-                        "restored messages whose holder stopped renewing its lease"
-                    ),
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "sweeper failed"),
-                }
-            }
+            _ = sweep.tick() => sweep_stale(&inner, "messages whose holder stopped renewing its lease").await,
         }
+    }
+}
+
+/// Give back the unacked messages of dead holders (`restore_visible`), logging what came
+/// back as `what`: at start-up (as Celery's consumer does) and every [`SWEEP_EVERY`].
+pub(super) async fn sweep_stale(inner: &Worker, what: &str) {
+    match inner
+        .broker
+        .restore_visible(inner.cfg.visibility_timeout)
+        .await
+    {
+        Ok(Some(n)) if n > 0 => tracing::warn!(restored = n, "restored {what}"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "restoring {what} failed"),
     }
 }

@@ -115,18 +115,7 @@ pub(crate) async fn run(
     });
 
     // Start-up, in Celery's order: restore stale unacked, declare queues, online, pidbox.
-    match inner
-        .broker
-        .restore_visible(inner.cfg.visibility_timeout)
-        .await
-    {
-        Ok(Some(n)) if n > 0 => tracing::warn!(
-            restored = n,
-            "restored unacknowledged messages of dead consumers"
-        ),
-        Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "restore of stale unacked messages failed"),
-    }
+    background::sweep_stale(&inner, "unacknowledged messages of dead consumers").await;
     for q in inner.cfg.queues.clone() {
         inner.broker.declare_queue(&q).await?;
     }

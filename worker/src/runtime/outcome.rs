@@ -233,22 +233,7 @@ async fn finish(
             AckAction::Ack
         }
         ExecOutcome::Terminated(sig) => {
-            let exc = ExceptionInfo::revoked("terminated");
-            let meta = meta_for(
-                inner,
-                msg,
-                ResultMeta::exception(id, TaskState::Revoked, &exc, None),
-            );
-            store(inner, &meta).await;
-            inner.events.task(
-                "task-revoked",
-                fields(&[
-                    ("uuid", json!(id)),
-                    ("terminated", json!(true)),
-                    ("signum", json!(sig)),
-                    ("expired", json!(false)),
-                ]),
-            );
+            store_revoked(inner, msg, "terminated", Some(sig)).await;
             AckAction::Ack
         }
         ExecOutcome::WorkerLost(detail) => {
@@ -309,6 +294,14 @@ pub(super) async fn fail(
 pub(super) async fn revoke_message(inner: &Worker, msg: &TaskMessage, d: &Delivery, reason: &str) {
     let id = &msg.headers.id;
     tracing::info!(task_id = %id, %reason, "Discarding revoked task: {}[{}]", msg.headers.task, id);
+    store_revoked(inner, msg, reason, None).await;
+    ack(inner, d).await;
+}
+
+/// Store REVOKED with `TaskRevokedError(reason)` and send `task-revoked`: for a request
+/// discarded before it ran (`reason` "revoked" or "expired") or one terminated by `signal`.
+async fn store_revoked(inner: &Worker, msg: &TaskMessage, reason: &str, signal: Option<i32>) {
+    let id = &msg.headers.id;
     let exc = ExceptionInfo::revoked(reason);
     let meta = meta_for(
         inner,
@@ -320,12 +313,11 @@ pub(super) async fn revoke_message(inner: &Worker, msg: &TaskMessage, d: &Delive
         "task-revoked",
         fields(&[
             ("uuid", json!(id)),
-            ("terminated", json!(false)),
-            ("signum", Value::Null),
+            ("terminated", json!(signal.is_some())),
+            ("signum", json!(signal)),
             ("expired", json!(reason == "expired")),
         ]),
     );
-    ack(inner, d).await;
 }
 
 /// Put an undecodable or unrunnable message on the dead-letter list (acking it atomically).
