@@ -129,6 +129,24 @@ pub async fn events(
     }))
 }
 
+/// The event stream ([`events`]), subscribed before a `heartbeat` broadcast that makes every
+/// live worker send one at once (as Flower does on start), so the stream begins with who is up.
+pub async fn events_after_roll_call(
+    broker: &Broker,
+) -> Result<impl futures_util::Stream<Item = Value> + use<>, TransportError> {
+    let stream = events(broker).await?;
+    broadcast(
+        broker,
+        "heartbeat",
+        Map::new(),
+        &[],
+        Duration::from_secs(1),
+        false,
+    )
+    .await?;
+    Ok(stream)
+}
+
 /// A worker seen alive through its heartbeat.
 #[derive(Debug, Clone)]
 pub struct LiveWorker {
@@ -147,16 +165,7 @@ pub async fn live_workers(
     broker: &Broker,
     listen: Duration,
 ) -> Result<BTreeMap<String, LiveWorker>, TransportError> {
-    let mut events = Box::pin(events(broker).await?);
-    broadcast(
-        broker,
-        "heartbeat",
-        Map::new(),
-        &[],
-        Duration::from_secs(1),
-        false,
-    )
-    .await?;
+    let mut events = Box::pin(events_after_roll_call(broker).await?);
     let mut nodes = BTreeMap::new();
     let deadline = tokio::time::Instant::now() + listen;
     while let Ok(Some(event)) = tokio::time::timeout_at(deadline, events.next()).await {

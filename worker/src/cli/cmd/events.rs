@@ -6,7 +6,6 @@ use anyhow::Result;
 use celeriac::client::control;
 use clap::Args;
 use futures_util::StreamExt;
-use serde_json::Map;
 use std::time::Duration;
 
 /// `celeriac events`.
@@ -29,17 +28,7 @@ pub(crate) struct EventsArgs {
 /// Print events until `--count`, `--timeout`, Ctrl-C or a closed stdout; exit 0.
 pub(crate) async fn run(a: EventsArgs, broker_url: &str) -> Result<u8> {
     let broker = super::broker(broker_url).await?;
-    let mut stream = Box::pin(control::events(&broker).await?);
-    // Every worker answers at once, so the stream starts with who is up.
-    control::broadcast(
-        &broker,
-        "heartbeat",
-        Map::new(),
-        &[],
-        Duration::from_secs(1),
-        false,
-    )
-    .await?;
+    let mut stream = Box::pin(control::events_after_roll_call(&broker).await?);
     let deadline = a
         .timeout
         .map(|t| tokio::time::Instant::now() + Duration::from_secs_f64(t));
