@@ -309,61 +309,13 @@ async fn ask_sentinel(
     })
 }
 
-/// Replace the password part of a URL (or of each part of a Sentinel URL) with `********`.
-pub fn redact(url: &str) -> String {
-    if url.contains(';') {
-        return url.split(';').map(redact).collect::<Vec<_>>().join(";");
-    }
-    let url = redact_query(url);
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url;
-    };
-    let Some((auth, host)) = rest.rsplit_once('@') else {
-        return url.clone();
-    };
-    let user = auth.split_once(':').map_or("", |(u, _)| u);
-    if auth.contains(':') {
-        format!("{scheme}://{user}:********@{host}")
-    } else {
-        // `redis://secret@host` means password-only in redis-rs and kombu.
-        format!("{scheme}://********@{host}")
-    }
-}
-
-fn redact_query(url: &str) -> String {
-    let Some((base, query)) = url.split_once('?') else {
-        return url.to_string();
-    };
-    let q: Vec<String> = query
-        .split('&')
-        .map(|kv| match kv.split_once('=') {
-            Some((k, _)) if k.contains("password") => format!("{k}=********"),
-            _ => kv.to_string(),
-        })
-        .collect();
-    format!("{base}?{}", q.join("&"))
-}
+/// `url` with every password hidden (user info, password-like query parameters, each part
+/// of a Sentinel URL), masked as Celery masks `broker_url`.
+pub use naming::redact_url as redact;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn passwords_never_survive_redaction() {
-        assert_eq!(
-            redact("redis://:s3cret@127.0.0.1:6390/0"),
-            "redis://:********@127.0.0.1:6390/0"
-        );
-        assert_eq!(redact("redis://bob:s3cret@h/1"), "redis://bob:********@h/1");
-        assert_eq!(
-            redact("redis://127.0.0.1:6379/0"),
-            "redis://127.0.0.1:6379/0"
-        );
-        let s = redact(
-            "sentinel://:pw@h1:26379;sentinel://h2:26379/0?master_name=m&sentinel_password=x",
-        );
-        assert!(!s.contains("pw@") && !s.contains("=x"), "{s}");
-    }
 
     #[test]
     fn kombu_ssl_options_are_understood() {

@@ -50,31 +50,7 @@ impl std::fmt::Debug for Connection {
     }
 }
 
-/// `url` with every password hidden, for errors and logs: the user-info part
-/// (`redis://:pw@host`, `redis://user:pw@host`) and any query parameter whose name says
-/// it is one (`?password=pw`, redis-rs's `redis+unix:///s?pass=pw`, `sentinel_password=`).
-pub(crate) fn redact(url: &str) -> String {
-    // Query first, so that the user-info step below sees no '@' from a query value.
-    let url = match url.split_once('?') {
-        Some((base, query)) => {
-            let pairs: Vec<String> = query
-                .split('&')
-                .map(|pair| match pair.split_once('=') {
-                    Some((k, _)) if k.to_ascii_lowercase().contains("pass") => format!("{k}=***"),
-                    _ => pair.to_string(),
-                })
-                .collect();
-            format!("{base}?{}", pairs.join("&"))
-        }
-        None => url.to_string(),
-    };
-    // The user info ends at the last '@': a password with a '?' or '/' that was not
-    // percent-encoded is still hidden whole (hiding too much beats showing a secret).
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
-        _ => url,
-    }
-}
+pub(crate) use naming::redact_url as redact;
 
 impl Connection {
     /// Connections to the Redis at `url`, opened lazily (see [`crate::Client::open`] and
@@ -233,41 +209,5 @@ impl Connection {
         if first.is_pending() {
             handle.spawn(release);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::redact;
-
-    #[test]
-    fn redaction_hides_passwords_in_the_user_info_and_in_the_query() {
-        assert_eq!(redact("redis://:s3cret@h:6379/0"), "redis://***@h:6379/0");
-        assert_eq!(redact("redis://bob:s3cret@h/1"), "redis://***@h/1");
-        assert_eq!(
-            redact("redis://h:6379/0?password=s3cret"),
-            "redis://h:6379/0?password=***"
-        );
-        assert_eq!(
-            redact("redis+unix:///run/redis.sock?db=2&pass=s3cret"),
-            "redis+unix:///run/redis.sock?db=2&pass=***"
-        );
-        assert_eq!(
-            redact("redis://:a@h/0?protocol=resp3&Password=b"),
-            "redis://***@h/0?protocol=resp3&Password=***"
-        );
-        // An '@' inside a query value is not the end of the user info, and a '?' inside a
-        // password is not the start of the query.
-        assert_eq!(
-            redact("redis://h/0?password=p@ss"),
-            "redis://h/0?password=***"
-        );
-        assert_eq!(redact("redis://:pa?ss@h/0"), "redis://***@h/0");
-        assert_eq!(
-            redact("redis://127.0.0.1:6379/0"),
-            "redis://127.0.0.1:6379/0"
-        );
-        let all = redact("rediss://u:one@h/0?password=two&ssl_cert_reqs=required");
-        assert!(!all.contains("one") && !all.contains("two"), "{all}");
     }
 }

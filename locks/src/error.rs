@@ -67,7 +67,7 @@ pub enum LockError {
     /// The Redis URL could not be parsed.
     #[error("invalid Redis URL {url:?}: {source}")]
     Url {
-        /// The URL given, with any password replaced by `***`.
+        /// The URL given, with any password replaced by `********`.
         url: String,
         /// redis-rs's reason for refusing the URL (unknown scheme, bad port, ...).
         #[source]

@@ -41,15 +41,8 @@ pub(crate) fn identity() -> &'static Identity {
     })
 }
 
-/// This machine's host name (`/proc/sys/kernel/hostname`, else `$HOSTNAME`, else `unknown`).
-pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "unknown".to_string())
-}
+/// This machine's host name: one definition for the task and lock libraries.
+pub use naming::hostname;
 
 /// Start time of `pid` in clock ticks since boot (field 22 of `/proc/<pid>/stat`), which
 /// together with the pid identifies one process for the life of a boot.

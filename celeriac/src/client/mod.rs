@@ -204,14 +204,8 @@ pub fn anon_nodename() -> String {
     format!("gen{}@{}", std::process::id(), hostname())
 }
 
-/// This machine's host name.
-pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "localhost".into())
-}
+/// This machine's host name: one definition for the task and lock libraries.
+pub use naming::hostname;
 
 /// A handle on a task's result.
 #[derive(Debug, Clone)]
