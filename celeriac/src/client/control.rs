@@ -109,6 +109,44 @@ pub async fn broadcast(
     Ok(replies)
 }
 
+/// What one node is running: its reply to `active` (`celery inspect active`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Running {
+    /// Node name.
+    pub node: String,
+    /// One request info per running task (`id`, `name`, `args`, `time_start`, ...), as
+    /// Celery's `Request.info()` gives it.
+    pub tasks: Vec<Value>,
+}
+
+impl Running {
+    /// The ids of the running tasks.
+    pub fn ids(&self) -> impl Iterator<Item = &str> {
+        self.tasks.iter().filter_map(|t| t["id"].as_str())
+    }
+}
+
+/// Ask `destination` (every node when empty) what it is running, waiting `timeout` for each
+/// next reply. Doubles as a ping: the nodes that answer are up. A reply that is not a list
+/// (an error from the node) counts as running nothing.
+pub async fn active(
+    broker: &Broker,
+    destination: &[String],
+    timeout: Duration,
+) -> Result<Vec<Running>, TransportError> {
+    let replies = broadcast(broker, "active", Map::new(), destination, timeout, true).await?;
+    Ok(replies
+        .into_iter()
+        .map(|r| Running {
+            node: r.node,
+            tasks: match r.value {
+                Value::Array(tasks) => tasks,
+                _ => Vec::new(),
+            },
+        })
+        .collect())
+}
+
 /// A live stream of events (`PSUBSCRIBE /<db>.celeryev/*`), each batch of `task.multi`
 /// flattened into single events.
 pub async fn events(

@@ -235,7 +235,6 @@ pub(super) fn on_delivery(inner: &Arc<Worker>, d: Delivery) {
     // running here (Celery's `self.retry()` publishes the retry before the original returns)
     // is a request of its own.
     let request = Request {
-        tag: d.tag.clone(),
         msg: Arc::new(msg),
         delivery: Arc::new(d),
     };
@@ -254,7 +253,7 @@ pub(super) fn on_delivery(inner: &Arc<Worker>, d: Delivery) {
                 let wait = (at - chrono::Utc::now()).to_std().unwrap_or_default();
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {
-                        task.state.set_phase(&request.tag, HeldPhase::Reserved);
+                        task.state.set_phase(request.tag(), HeldPhase::Reserved);
                         make_ready(&task, request);
                     }
                     // Warm shutdown gives scheduled messages back (see `stop`).

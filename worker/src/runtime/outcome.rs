@@ -116,11 +116,18 @@ pub(super) async fn settle(
     request: &Request,
     plan: AckPlan,
     outcome: ExecOutcome,
+    hard_limit: Option<Value>,
     runtime: f64,
     job: u64,
 ) {
-    let Request { msg, delivery, .. } = request;
-    match finish(worker, msg, outcome, runtime, job, plan, &delivery.tag).await {
+    let Request { msg, delivery } = request;
+    let ran = Ran {
+        runtime,
+        job,
+        plan,
+        hard_limit,
+    };
+    match finish(worker, msg, outcome, ran, &delivery.tag).await {
         AckAction::Ack if plan != AckPlan::Early => ack(worker, delivery).await,
         AckAction::Requeue if plan == AckPlan::Early => {
             // Already acked: give the message back by publishing it again, front of the queue.
@@ -139,17 +146,33 @@ pub(super) async fn settle(
     }
 }
 
+/// How a request ran, beside its outcome.
+struct Ran {
+    /// Seconds from start to outcome.
+    runtime: f64,
+    /// The pool's job number (Celery's `Job: N` in WorkerLostError).
+    job: u64,
+    plan: AckPlan,
+    /// The hard limit as Celery shows it in `TimeLimitExceeded(...)`
+    /// ([`super::request::Limit::shown`]).
+    hard_limit: Option<Value>,
+}
+
 /// Turn an outcome into stored state, events, callbacks and the ack decision
 /// (`celery/app/trace.py` and `Request.on_failure` / `on_timeout`).
 async fn finish(
     inner: &Arc<Worker>,
     msg: &TaskMessage,
     outcome: ExecOutcome,
-    runtime: f64,
-    job: u64,
-    plan: AckPlan,
+    ran: Ran,
     tag: &str,
 ) -> AckAction {
+    let Ran {
+        runtime,
+        job,
+        plan,
+        hard_limit,
+    } = ran;
     // With late ack, the result and the ack can be written in one step.
     let late_tag = matches!(plan, AckPlan::Late { .. }).then_some(tag);
     let id = &msg.headers.id;
@@ -217,14 +240,8 @@ async fn finish(
                 // `Request.on_timeout`: `reject(requeue=True)` when timeouts are not acked.
                 return AckAction::Requeue;
             }
-            // `TimeLimitExceeded(job._timeout)`: the limit as Celery holds it, the message's
-            // number as sent (`1` stays an int), else a float (the worker's `--time-limit`
-            // and `control time_limit` are parsed as floats: `1.0`).
-            let limit = msg.headers.timelimit[0]
-                .clone()
-                .filter(|n| n.as_f64().is_some_and(|s| s > 0.0))
-                .map(Value::Number)
-                .unwrap_or_else(|| json!(secs));
+            // `TimeLimitExceeded(job._timeout)`: the limit as Celery holds it.
+            let limit = hard_limit.unwrap_or_else(|| json!(secs));
             let exc = ExceptionInfo {
                 exc_message: vec![limit],
                 ..ExceptionInfo::time_limit(secs)

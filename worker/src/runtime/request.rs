@@ -42,9 +42,16 @@ pub(super) fn revoked_reason(inner: &Worker, msg: &TaskMessage) -> Option<&'stat
 /// nothing looks it up again.
 #[derive(Debug, Clone)]
 pub(super) struct Request {
-    pub(super) tag: String,
     pub(super) msg: Arc<TaskMessage>,
     pub(super) delivery: Arc<Delivery>,
+}
+
+impl Request {
+    /// The delivery tag: what the request is known by while it is held (a retry published
+    /// while the original still runs has the same task id and a tag of its own).
+    pub(super) fn tag(&self) -> &str {
+        &self.delivery.tag
+    }
 }
 
 /// When the message of a running request is acked, decided once as it starts.
@@ -78,7 +85,8 @@ impl AckPlan {
 
 /// Run a request in the slot it was given and settle its message.
 pub(super) async fn run(worker: &Arc<Worker>, request: Request) {
-    let Request { tag, msg, delivery } = &request;
+    let Request { msg, delivery } = &request;
+    let tag = request.tag();
     if !worker.state.is_held(tag) {
         // A stopping worker gave the message back while this request waited for its slot.
         return;
@@ -136,7 +144,7 @@ pub(super) async fn run(worker: &Arc<Worker>, request: Request) {
         outcome::store(worker, &outcome::meta_for(worker, msg, m)).await;
     }
     let (hard, soft) = effective_time_limits(
-        msg.headers.time_limits(),
+        &msg.headers.timelimit,
         worker
             .state
             .time_limits
@@ -153,7 +161,7 @@ pub(super) async fn run(worker: &Arc<Worker>, request: Request) {
         kwargs: msg.kwargs.clone(),
         retries: msg.headers.retries,
         hostname: worker.cfg.node.clone(),
-        soft_time_limit: soft.map(|d| d.as_secs_f64()),
+        soft_time_limit: soft.map(|l| l.after.as_secs_f64()),
     };
     let job = worker.jobs.fetch_add(1, Ordering::Relaxed);
     let t0 = Instant::now();
@@ -162,7 +170,7 @@ pub(super) async fn run(worker: &Arc<Worker>, request: Request) {
         .executor
         .run(
             req,
-            hard,
+            hard.as_ref().map(|l| l.after),
             Box::new(move |pid| state.set_worker_pid(tag, pid)),
             term_rx,
         )
@@ -171,9 +179,21 @@ pub(super) async fn run(worker: &Arc<Worker>, request: Request) {
     if !matches!(outcome, ExecOutcome::Done(_)) {
         release_locks_of_dead_child(worker, tag);
     }
-    outcome::settle(worker, &request, plan, outcome, runtime, job).await;
+    let shown = hard.map(|l| l.shown);
+    outcome::settle(worker, &request, plan, outcome, shown, runtime, job).await;
     worker.state.count_done(&msg.headers.task);
     worker.state.release(tag);
+}
+
+/// A time limit a request runs under.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Limit {
+    /// How long the task may run.
+    pub(super) after: Duration,
+    /// The number Celery puts in `TimeLimitExceeded(...)` for it (`job._timeout`): the
+    /// message's number as sent (`1` stays an int), else a float, as the worker's
+    /// `--time-limit` and `control time_limit` are parsed as floats (`1.0`).
+    pub(super) shown: Value,
 }
 
 /// The `(hard, soft)` limits a request runs under. Each limit is taken, in Celery's order
@@ -182,18 +202,32 @@ pub(super) async fn run(worker: &Arc<Worker>, request: Request) {
 /// message, then a `control time_limit` for the task's name, then the worker's flags. A
 /// zero or negative value counts as unset, as Python's `or` treats `0`.
 pub(super) fn effective_time_limits(
-    message: (Option<f64>, Option<f64>),
+    message: &[Option<serde_json::Number>; 2],
     control: Option<state::TimeLimits>,
     worker: (Option<Duration>, Option<Duration>),
-) -> (Option<Duration>, Option<Duration>) {
-    let pick = |m: Option<f64>, c: Option<f64>, w: Option<Duration>| {
-        m.filter(|s| *s > 0.0)
-            .or(c.filter(|s| *s > 0.0))
+) -> (Option<Limit>, Option<Limit>) {
+    let pick = |m: &Option<serde_json::Number>, c: Option<f64>, w: Option<Duration>| {
+        let set = |s: &f64| *s > 0.0;
+        if let Some(n) = m.as_ref().filter(|n| n.as_f64().is_some_and(|s| set(&s))) {
+            let secs = n.as_f64().unwrap_or_default();
+            return Some(Limit {
+                after: Duration::from_secs_f64(secs),
+                shown: Value::Number(n.clone()),
+            });
+        }
+        c.filter(set)
             .map(Duration::from_secs_f64)
             .or(w)
+            .map(|after| Limit {
+                after,
+                shown: json!(after.as_secs_f64()),
+            })
     };
     let (ch, cs) = control.unwrap_or((None, None));
-    (pick(message.0, ch, worker.0), pick(message.1, cs, worker.1))
+    (
+        pick(&message[0], ch, worker.0),
+        pick(&message[1], cs, worker.1),
+    )
 }
 
 /// A task's process died or was killed: free the global locks it held at once (instead of
@@ -232,4 +266,51 @@ pub(super) fn release_locks_of_dead_child(inner: &Worker, tag: &str) {
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(v: Value) -> Option<serde_json::Number> {
+        match v {
+            Value::Number(n) => Some(n),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn the_messages_limits_win_and_keep_the_number_as_sent() {
+        let (hard, soft) = effective_time_limits(
+            &[n(json!(1)), n(json!(0.5))],
+            Some((Some(9.0), Some(8.0))),
+            (Some(Duration::from_secs(30)), None),
+        );
+        let hard = hard.expect("hard");
+        assert_eq!(hard.after, Duration::from_secs(1));
+        assert_eq!(hard.shown, json!(1), "an int in the message stays an int");
+        assert_eq!(soft.expect("soft").after, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn control_limits_come_before_the_workers_and_are_shown_as_floats() {
+        let (hard, soft) = effective_time_limits(
+            &[None, n(json!(0))],
+            Some((Some(2.0), Some(1.0))),
+            (Some(Duration::from_secs(30)), Some(Duration::from_secs(20))),
+        );
+        let hard = hard.expect("hard");
+        assert_eq!(hard.after, Duration::from_secs(2));
+        assert_eq!(hard.shown, json!(2.0));
+        // A zero in the message is unset, as Python's `or` reads it.
+        assert_eq!(soft.expect("soft").after, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn the_workers_flags_apply_last() {
+        let (hard, soft) =
+            effective_time_limits(&[None, None], None, (Some(Duration::from_secs(3)), None));
+        assert_eq!(hard.expect("hard").shown, json!(3.0));
+        assert_eq!(soft, None);
+    }
 }

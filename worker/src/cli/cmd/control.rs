@@ -259,14 +259,11 @@ impl Stopping {
 }
 
 /// The running tasks of an `active` reply: id → `name[id]`.
-fn running_of(reply: &Value) -> Option<BTreeMap<String, String>> {
-    Some(
-        reply
-            .as_array()?
-            .iter()
-            .filter_map(|t| Some((t["id"].as_str()?.to_string(), render::task_label(t))))
-            .collect(),
-    )
+fn running_of(node: &control::Running) -> BTreeMap<String, String> {
+    node.tasks
+        .iter()
+        .filter_map(|t| Some((t["id"].as_str()?.to_string(), render::task_label(t))))
+        .collect()
 }
 
 /// Warm-stop the targeted nodes and watch them go: exit 0 when all stopped.
@@ -281,7 +278,7 @@ async fn shutdown(broker: &Broker, target: &Target, wait: Duration) -> Result<u8
     // Listen before asking anything, so no heartbeat, offline or task event is missed.
     let mut events = Box::pin(control::events(broker).await?);
     // `active` doubles as the ping: who is up, and what each one is running.
-    let first = control::broadcast(broker, "active", Map::new(), dest, timeout, true).await?;
+    let first = control::active(broker, dest, timeout).await?;
     if first.is_empty() {
         render::no_nodes_replied();
         return Ok(EX_UNAVAILABLE);
@@ -293,10 +290,7 @@ async fn shutdown(broker: &Broker, target: &Target, wait: Duration) -> Result<u8
     }
     let mut nodes: BTreeMap<String, Stopping> = first
         .iter()
-        .map(|r| {
-            let running = running_of(&r.value).unwrap_or_default();
-            (r.node.clone(), Stopping::new(running))
-        })
+        .map(|r| (r.node.clone(), Stopping::new(running_of(r))))
         .collect();
     let asked: Vec<String> = nodes.keys().cloned().collect();
     control::broadcast(broker, "shutdown", Map::new(), &asked, timeout, false).await?;
@@ -322,15 +316,13 @@ async fn shutdown(broker: &Broker, target: &Target, wait: Duration) -> Result<u8
                     .map(|(n, _)| n.clone())
                     .collect();
                 if !waiting.is_empty() {
-                    let replies = control::broadcast(
-                        broker, "active", Map::new(), &waiting, Duration::from_millis(500), true,
-                    )
-                    .await
-                    .unwrap_or_default();
+                    let replies = control::active(broker, &waiting, Duration::from_millis(500))
+                        .await
+                        .unwrap_or_default();
                     for r in replies {
-                        if let (Some(st), Some(running)) = (nodes.get_mut(&r.node), running_of(&r.value)) {
+                        if let Some(st) = nodes.get_mut(&r.node) {
                             st.last_seen = Instant::now();
-                            st.running = running;
+                            st.running = running_of(&r);
                         }
                     }
                 }

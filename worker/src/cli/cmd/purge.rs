@@ -89,20 +89,12 @@ async fn drop_reserved(
     queues: &[String],
     per_queue: &mut BTreeMap<String, usize>,
 ) -> Result<(usize, Vec<String>)> {
-    let active: BTreeSet<String> = control::broadcast(
-        broker,
-        "active",
-        Map::new(),
-        &[],
-        Duration::from_secs(1),
-        true,
-    )
-    .await
-    .unwrap_or_default()
-    .iter()
-    .flat_map(|r| r.value.as_array().cloned().unwrap_or_default())
-    .filter_map(|i| i["id"].as_str().map(String::from))
-    .collect();
+    let active: BTreeSet<String> = control::active(broker, &[], Duration::from_secs(1))
+        .await
+        .unwrap_or_default()
+        .iter()
+        .flat_map(|r| r.ids().map(String::from))
+        .collect();
     let mut dropped = 0;
     let mut dropped_ids = Vec::new();
     for entry in broker.unacked().await? {

@@ -6,7 +6,6 @@ use crate::cli::render::{self, StatusRow};
 use anyhow::Result;
 use celeriac::client::control;
 use clap::Args;
-use serde_json::Map;
 use std::time::Duration;
 
 /// `celeriac status`.
@@ -24,16 +23,9 @@ pub(crate) struct StatusArgs {
 pub(crate) async fn run(a: StatusArgs, broker_url: &str) -> Result<u8> {
     let broker = super::broker(broker_url).await?;
     let nodes = control::live_workers(&broker, Duration::from_secs_f64(a.timeout)).await?;
-    let active = control::broadcast(
-        &broker,
-        "active",
-        Map::new(),
-        &[],
-        Duration::from_secs(1),
-        true,
-    )
-    .await
-    .unwrap_or_default();
+    let active = control::active(&broker, &[], Duration::from_secs(1))
+        .await
+        .unwrap_or_default();
     let rows: Vec<StatusRow> = nodes
         .iter()
         .map(|(node, live)| {
@@ -43,8 +35,8 @@ pub(crate) async fn run(a: StatusArgs, broker_url: &str) -> Result<u8> {
                 active: active
                     .iter()
                     .filter(|r| &r.node == node)
-                    .flat_map(|r| r.value.as_array().cloned().unwrap_or_default())
-                    .map(|t| render::task_label(&t))
+                    .flat_map(|r| r.tasks.iter())
+                    .map(render::task_label)
                     .collect(),
                 processed: ev["processed"].clone(),
                 heartbeat_age: (live.seen.elapsed().as_secs_f64() * 10.0).round() / 10.0,
