@@ -1,10 +1,12 @@
 //! Shared helpers for the integration tests: a private `redis-server` per test, the
 //! Python venv that `scripts/test.sh` creates (pinned Celery, redis-py, Flower), the
-//! `celeriac` binary, and bounded waiting.
+//! `celeriac` binary (and the `lockbench` example), and bounded waiting. [`runs`] counts the
+//! executions and results of tasks run under fault injection.
 //!
 //! Nothing here skips: a missing `redis-server`, venv or binary makes the test fail with
 //! a hint saying how to install it. Every wait is bounded by an explicit deadline.
 
+use redis::Commands;
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
@@ -12,6 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+
+pub mod runs;
 
 /// Root of the workspace (the directory holding the top-level `Cargo.toml`).
 pub fn workspace_root() -> PathBuf {
@@ -108,23 +112,12 @@ impl RedisServer {
     }
 
     fn wait_ready(&mut self) {
-        let port = self.port;
-        let password = self.password.clone();
-        wait_until(
-            Duration::from_secs(10),
-            "redis-server to accept PING",
-            || {
-                let mut cmd = Command::new("redis-cli");
-                cmd.args(["-p", &port.to_string()]);
-                if let Some(pw) = &password {
-                    cmd.args(["--no-auth-warning", "-a", pw]);
-                }
-                let out = cmd.arg("PING").output().ok()?;
-                String::from_utf8_lossy(&out.stdout)
-                    .contains("PONG")
-                    .then_some(())
-            },
-        );
+        let port = self.port.to_string();
+        let mut cli_args = vec!["-p", port.as_str()];
+        if let Some(pw) = &self.password {
+            cli_args.extend(["--no-auth-warning", "-a", pw]);
+        }
+        wait_for_pong("redis-server to accept PING", &cli_args);
     }
 
     /// Start the server again on the same port and directory (after [`RedisServer::terminate`]
@@ -167,6 +160,51 @@ impl RedisServer {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// Start `celeriac worker <args>` with db 0 as broker and result backend (see
+    /// [`CeleriacWorker::start`]).
+    pub fn start_worker(&self, args: &[&str]) -> CeleriacWorker {
+        CeleriacWorker::start(&self.url(0), args)
+    }
+
+    /// Run a Python client snippet with db 0 as broker and result backend, asserting success;
+    /// returns stdout (see [`py`]).
+    pub fn py(&self, code: &str, timeout: Duration) -> String {
+        let url = self.url(0);
+        py(&url, &url, code, timeout)
+    }
+
+    /// Wait up to `timeout` until `key` exists in db 0; panics naming `what` otherwise.
+    pub fn wait_for_key(&self, key: &str, timeout: Duration, what: &str) {
+        // A fresh connection each poll: the test's own connections may be busy or paused.
+        wait_until(timeout, what, || {
+            self.client(0).exists::<_, bool>(key).ok()?.then_some(())
+        });
+    }
+
+    /// Wait up to `timeout` until `key` is gone from db 0 (deleted or expired); panics naming
+    /// `what` otherwise.
+    pub fn wait_for_key_gone(&self, key: &str, timeout: Duration, what: &str) {
+        wait_until(timeout, what, || {
+            let exists: bool = self.client(0).exists(key).expect("EXISTS");
+            (!exists).then_some(())
+        });
+    }
+}
+
+/// Wait up to 10 s until `redis-cli <cli_args> PING` answers PONG (`cli_args` say where and
+/// how to connect); panics naming `what` otherwise.
+pub fn wait_for_pong(what: &str, cli_args: &[&str]) {
+    wait_until(Duration::from_secs(10), what, || {
+        let out = Command::new("redis-cli")
+            .args(cli_args)
+            .arg("PING")
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&out.stdout)
+            .contains("PONG")
+            .then_some(())
+    });
 }
 
 impl Drop for RedisServer {
@@ -333,25 +371,55 @@ pub fn celeriac_bin() -> PathBuf {
             );
             return bin;
         }
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "--quiet", "-p", "worker", "--bin", "celeriac"])
-            .current_dir(workspace_root())
-            .status()
-            .expect("run cargo build for the celeriac binary");
-        assert!(status.success(), "building the celeriac binary failed");
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| workspace_root().join("target"));
-        let bin = target.join("debug/celeriac");
-        assert!(
-            bin.is_file(),
-            "celeriac binary missing at {}",
-            bin.display()
-        );
-        bin
+        cargo_build(&["-p", "worker", "--bin", "celeriac"], "debug/celeriac")
     })
     .clone()
+}
+
+/// Path of the `lockbench` helper binary (`locks/examples/lockbench.rs`), built once per test
+/// process so it is never stale.
+pub fn lockbench() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        cargo_build(
+            &["-p", "locks", "--example", "lockbench"],
+            "debug/examples/lockbench",
+        )
+    })
+    .clone()
+}
+
+/// A `lockbench hold` process that took lock `name` on `url` (no TTL) and was then killed
+/// with SIGKILL: the lock stays behind, held by a process that is provably dead.
+pub fn killed_lock_holder(url: &str, name: &str) -> Proc {
+    let mut cmd = Command::new(lockbench());
+    cmd.args(["hold", url, name]);
+    let mut holder = Proc::spawn(cmd);
+    holder.wait_for_output("held ", Duration::from_secs(30));
+    holder.kill_9();
+    holder
+}
+
+/// `cargo build --quiet <what>` in the workspace; returns `artifact` under the target dir.
+fn cargo_build(what: &[&str], artifact: &str) -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "--quiet"])
+        .args(what)
+        .current_dir(workspace_root())
+        .status()
+        .unwrap_or_else(|e| panic!("run cargo build {what:?}: {e}"));
+    assert!(status.success(), "cargo build {what:?} failed");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    let bin = target.join(artifact);
+    assert!(
+        bin.is_file(),
+        "cargo build {what:?} left no {}",
+        bin.display()
+    );
+    bin
 }
 
 /// A child process killed on drop, whose stderr lines are kept for failure messages.
@@ -412,6 +480,12 @@ impl Proc {
         unsafe {
             libc::kill(self.child.id() as i32, sig);
         }
+    }
+
+    /// Kill the process at once (SIGKILL, as `kill -9` does) and wait up to 5 s for it to exit.
+    pub fn kill_9(&mut self) {
+        self.signal(libc::SIGKILL);
+        self.wait_exit(Duration::from_secs(5));
     }
 
     /// Wait for exit, up to `timeout`; returns the exit status.
@@ -589,4 +663,47 @@ pub fn py(broker: &str, backend: &str, code: &str, timeout: Duration) -> String 
         out.stdout, out.stderr
     );
     out.stdout
+}
+
+/// The worker flags JWQL runs (README): one slot, a fresh child per task, fair scheduling,
+/// prefetch 1, late ack.
+pub const JWQL: &[&str] = &[
+    "-Ofair",
+    "-c1",
+    "--max-tasks-per-child=1",
+    "--prefetch-multiplier",
+    "1",
+    "--acks-late",
+];
+
+/// `python` (the test venv's) with `tests/py` as cwd and on `PYTHONPATH`, unbuffered, with
+/// broker and result backend `url`.
+pub fn python_cmd(url: &str) -> Command {
+    let mut cmd = Command::new(python());
+    cmd.current_dir(py_dir())
+        .env("PYTHONPATH", py_dir())
+        .env("PYTHONUNBUFFERED", "1")
+        .env("CELERY_BROKER_URL", url)
+        .env("CELERY_RESULT_BACKEND", url);
+    cmd
+}
+
+/// Python's own `celery -A shared_tasks <args>` against `url` (broker and backend), run as a
+/// process of its own and killed after `timeout`.
+pub fn celery_cli(url: &str, args: &[&str], timeout: Duration) -> PyOutput {
+    let mut cmd = python_cmd(url);
+    cmd.args(["-m", "celery", "-A", "shared_tasks"]).args(args);
+    run_with_timeout(cmd, timeout)
+}
+
+/// Python's `celery inspect ping` through `url` succeeds and worker `node` answers it.
+pub fn assert_celery_ping_answered(url: &str, node: &str, timeout: Duration) {
+    let out = celery_cli(url, &["inspect", "ping"], timeout);
+    assert!(
+        out.success && out.stdout.contains(node),
+        "celery inspect ping through {} got no answer from {node}:\n{}\n{}",
+        celeriac::url::redact(url),
+        out.stdout,
+        out.stderr
+    );
 }

@@ -3,18 +3,15 @@
 //! worker, whose callback must run exactly once.
 
 use std::time::Duration;
-use tests::{CeleriacWorker, PythonWorker, RedisServer, py};
+use tests::{PythonWorker, RedisServer};
 
 const T: Duration = Duration::from_secs(90);
 
 #[test]
 fn links_chains_and_groups_behave_as_with_a_python_worker() {
     let redis = RedisServer::start();
-    let url = redis.url(0);
-    let w = CeleriacWorker::start(&url, &["-c2"]);
-    let out = py(
-        &url,
-        &url,
+    let w = redis.start_worker(&["-c2"]);
+    let out = redis.py(
         r#"
 from celery import chain, group
 assert chain(add.s(1, 2), add.s(3), add.s(4)).apply_async().get(timeout=10) == 10
@@ -46,11 +43,9 @@ print("ok")
 fn chord_shared_by_celeriac_and_python_workers_calls_back_exactly_once() {
     let redis = RedisServer::start();
     let url = redis.url(0);
-    let rust = CeleriacWorker::start(&url, &["-c2"]);
+    let rust = redis.start_worker(&["-c2"]);
     let python = PythonWorker::start(&url, &[], &["-P", "threads", "-c", "2"]);
-    let out = py(
-        &url,
-        &url,
+    let out = redis.py(
         r#"
 from celery import chord
 results = []

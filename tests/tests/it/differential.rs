@@ -13,9 +13,8 @@
 
 use serde_json::Value;
 use std::fmt::Write as _;
-use std::process::Command;
 use std::time::{Duration, Instant};
-use tests::{CeleriacWorker, PythonWorker, RedisServer, py_dir, python, run_with_timeout};
+use tests::{CeleriacWorker, PythonWorker, RedisServer, py_dir, python_cmd, run_with_timeout};
 
 /// Upper bound for one scenario script (each one waits with its own, tighter bounds).
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(90);
@@ -99,14 +98,9 @@ fn observe(side: Side, scenario: &str, args: &[&str]) -> Result<Observation, Str
     let redis = RedisServer::start();
     let url = redis.url(0);
     let worker = Worker::start(side, &url, args);
-    let mut cmd = Command::new(python());
+    let mut cmd = python_cmd(&url);
     cmd.arg(py_dir().join("diff_scenarios.py"))
         .arg(scenario)
-        .current_dir(py_dir())
-        .env("PYTHONPATH", py_dir())
-        .env("PYTHONUNBUFFERED", "1")
-        .env("CELERY_BROKER_URL", &url)
-        .env("CELERY_RESULT_BACKEND", &url)
         .env("DIFF_WORKER_NODE", worker.node());
     let out = run_with_timeout(cmd, SCRIPT_TIMEOUT);
     let parsed = out
@@ -258,26 +252,20 @@ fn message_reusing_a_running_task_id_runs_beside_it_on_a_free_slot() {
     both("same_id_overlapping", &["-c2", "-E"]);
 }
 
-/// The command line JWQL runs (README): one slot, a fresh child per task, prefetch 1, late
-/// ack, events. For Python, `--acks-late` becomes the `task_acks_late` setting.
-const JWQL: &[&str] = &[
-    "-E",
-    "-Ofair",
-    "-c1",
-    "--max-tasks-per-child=1",
-    "--prefetch-multiplier",
-    "1",
-    "--acks-late",
-];
+/// The command line JWQL runs (README): [`tests::JWQL`] with events. For Python,
+/// `--acks-late` becomes the `task_acks_late` setting.
+fn jwql_with_events() -> Vec<&'static str> {
+    [&["-E"][..], tests::JWQL].concat()
+}
 
 #[test]
 fn retry_under_the_jwql_command_line_matches_celery() {
-    both("retry_until_two", JWQL);
+    both("retry_until_two", &jwql_with_events());
 }
 
 #[test]
 fn message_reusing_a_running_task_id_runs_after_it_under_the_jwql_command_line() {
-    both("same_id_after_running", JWQL);
+    both("same_id_after_running", &jwql_with_events());
 }
 
 // ---- 2. ETA, countdown, expires ---------------------------------------------------------
@@ -335,7 +323,7 @@ fn revoke_with_terminate_stops_a_running_task_on_both_workers() {
 /// Request._announce_revoked acks), so nothing is left in `unacked` to come back.
 #[test]
 fn revoke_with_terminate_under_the_jwql_command_line_matches_celery() {
-    both("revoke_terminate_running", JWQL);
+    both("revoke_terminate_running", &jwql_with_events());
 }
 
 // ---- 5. remote control ------------------------------------------------------------------

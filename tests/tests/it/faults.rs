@@ -5,50 +5,9 @@
 
 use celeriac::protocol::TaskMessage;
 use redis::Commands;
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
+use tests::runs::{RESILIENT_FLEET, RunLog, count_succeeded, worker_running_one_task};
 use tests::{CeleriacWorker, PythonWorker, RedisServer, wait_until};
-
-/// Celery-format messages for `append_line(path, id, seconds)`, built with celeriac's encoder
-/// (byte-identical to Python's), LPUSHed straight to the queue.
-fn submit_append(c: &mut redis::Connection, path: &str, n: usize, seconds: f64) -> Vec<String> {
-    let mut ids = Vec::with_capacity(n);
-    let mut pipe = redis::pipe();
-    for _ in 0..n {
-        let mut msg = TaskMessage::new("shared_tasks.append_line", vec![], Default::default());
-        let id = msg.headers.id.clone();
-        msg.args = vec![path.into(), id.clone().into(), seconds.into()];
-        pipe.lpush("celery", msg.to_envelope("celery", 0).encode())
-            .ignore();
-        ids.push(id);
-    }
-    pipe.query::<()>(c).unwrap();
-    ids
-}
-
-fn executions(path: &std::path::Path) -> BTreeMap<String, usize> {
-    let mut m = BTreeMap::new();
-    for line in std::fs::read_to_string(path).unwrap_or_default().lines() {
-        *m.entry(line.to_string()).or_insert(0) += 1;
-    }
-    m
-}
-
-fn all_succeeded(c: &mut redis::Connection, ids: &[String]) -> usize {
-    let keys: Vec<String> = ids
-        .iter()
-        .map(|i| format!("celery-task-meta-{i}"))
-        .collect();
-    let mut done = 0;
-    for chunk in keys.chunks(500) {
-        let metas: Vec<Option<String>> = redis::cmd("MGET").arg(chunk).query(c).unwrap();
-        done += metas
-            .iter()
-            .filter(|m| m.as_deref().is_some_and(|m| m.contains("\"SUCCESS\"")))
-            .count();
-    }
-    done
-}
 
 const FLEET: &[&str] = &[
     "-P",
@@ -66,11 +25,9 @@ const FLEET: &[&str] = &[
 fn kill_9_at_random_points_loses_nothing_and_reruns_only_killed_tasks() {
     let redis = RedisServer::start();
     let url = redis.url(0);
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("runs.log");
-    let path_s = path.to_str().unwrap().to_string();
+    let runs = RunLog::new();
     let mut c = redis.client(0);
-    let ids = submit_append(&mut c, &path_s, 2000, 0.03);
+    let ids = runs.submit(&mut c, 2000, 0.03);
     let mut workers: Vec<CeleriacWorker> =
         (0..3).map(|_| CeleriacWorker::start(&url, FLEET)).collect();
     let mut kills = 0;
@@ -82,19 +39,18 @@ fn kill_9_at_random_points_loses_nothing_and_reruns_only_killed_tasks() {
         rng ^= rng << 17;
         std::thread::sleep(Duration::from_millis(20 + rng % 80));
         let victim = (rng % 3) as usize;
-        workers[victim].proc_.signal(libc::SIGKILL);
-        let _ = workers[victim].proc_.wait_exit(Duration::from_secs(5));
+        workers[victim].proc_.kill_9();
         kills += 1;
         workers[victim] = CeleriacWorker::start(&url, FLEET);
     }
     assert_eq!(kills, 100);
     let done = wait_until(Duration::from_secs(120), "every task to succeed", || {
-        let d = all_succeeded(&mut c, &ids);
+        let d = count_succeeded(&mut c, &ids);
         (d == ids.len()).then_some(d)
     });
-    let runs = executions(&path);
-    let lost: Vec<&String> = ids.iter().filter(|i| !runs.contains_key(*i)).collect();
-    let twice: usize = runs.values().filter(|n| **n > 1).count();
+    let executed = runs.executions();
+    let lost: Vec<&String> = ids.iter().filter(|i| !executed.contains_key(*i)).collect();
+    let twice: usize = executed.values().filter(|n| **n > 1).count();
     eprintln!(
         "kill -9 fault test: {} tasks, {kills} kills, {done} succeeded, {} lost, {twice} executed more than once",
         ids.len(),
@@ -113,49 +69,32 @@ fn kill_9_at_random_points_loses_nothing_and_reruns_only_killed_tasks() {
 fn a_killed_workers_running_task_reruns_elsewhere_within_the_lease() {
     let redis = RedisServer::start();
     let url = redis.url(0);
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("runs.log");
+    let runs = RunLog::new();
     let mut c = redis.client(0);
-    let mut a = CeleriacWorker::start(
-        &url,
-        &[
-            "-c1",
-            "--prefetch-multiplier",
-            "1",
-            "--acks-late",
-            "--lease",
-            "2",
-        ],
-    );
-    let ids = submit_append(&mut c, path.to_str().unwrap(), 1, 3.0);
-    wait_until(Duration::from_secs(5), "the task to start on A", || {
-        a.proc_.output().contains("received").then_some(())
-    });
-    let b = CeleriacWorker::start(
-        &url,
-        &[
-            "-c1",
-            "--prefetch-multiplier",
-            "1",
-            "--acks-late",
-            "--lease",
-            "2",
-        ],
-    );
+    let flags = [
+        "-c1",
+        "--prefetch-multiplier",
+        "1",
+        "--acks-late",
+        "--lease",
+        "2",
+    ];
+    // A runs the task before B exists, so only A's death can hand it to B.
+    let (mut a, id) = worker_running_one_task(&redis, &runs, &flags, 3.0);
+    let b = CeleriacWorker::start(&url, &flags);
     let killed = Instant::now();
-    a.proc_.signal(libc::SIGKILL);
-    let _ = a.proc_.wait_exit(Duration::from_secs(5));
+    a.proc_.kill_9();
     wait_until(
         Duration::from_secs(2 + 5),
         "B to pick the task up (lease + 5 s)",
-        || b.proc_.output().contains(&ids[0]).then_some(()),
+        || b.proc_.output().contains(&id).then_some(()),
     );
     eprintln!(
         "re-run started {:.2}s after kill -9",
         killed.elapsed().as_secs_f64()
     );
     wait_until(Duration::from_secs(10), "the re-run to succeed", || {
-        (all_succeeded(&mut c, &ids) == 1).then_some(())
+        (count_succeeded(&mut c, std::slice::from_ref(&id)) == 1).then_some(())
     });
 }
 
@@ -167,8 +106,7 @@ fn a_killed_workers_running_task_reruns_elsewhere_within_the_lease() {
 fn a_dead_workers_task_is_restored_within_a_second_of_its_lease_end() {
     let redis = RedisServer::start();
     let url = redis.url(0);
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("runs.log");
+    let runs = RunLog::new();
     let mut c = redis.client(0);
     let flags = [
         "-c1",
@@ -179,14 +117,9 @@ fn a_dead_workers_task_is_restored_within_a_second_of_its_lease_end() {
         "--lease",
         "12",
     ];
-    let mut a = CeleriacWorker::start(&url, &flags);
-    let ids = submit_append(&mut c, path.to_str().unwrap(), 1, 30.0);
-    wait_until(Duration::from_secs(5), "the task to start on A", || {
-        a.proc_.output().contains("received").then_some(())
-    });
+    let (mut a, id) = worker_running_one_task(&redis, &runs, &flags, 30.0);
     std::thread::sleep(Duration::from_secs(1));
-    a.proc_.signal(libc::SIGKILL);
-    let _ = a.proc_.wait_exit(Duration::from_secs(5));
+    a.proc_.kill_9();
     let tags: Vec<String> = c.hkeys("unacked").unwrap();
     assert_eq!(tags.len(), 1, "the killed worker's message is in unacked");
     let lease_end: f64 = c.zscore("unacked_index", &tags[0]).unwrap();
@@ -195,7 +128,7 @@ fn a_dead_workers_task_is_restored_within_a_second_of_its_lease_end() {
     wait_until(
         Duration::from_secs(12 + 10),
         "B to receive the dead worker's task",
-        || b.proc_.output().contains(&ids[0]).then_some(()),
+        || b.proc_.output().contains(&id).then_some(()),
     );
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -213,14 +146,14 @@ fn a_dead_workers_task_is_restored_within_a_second_of_its_lease_end() {
 fn a_python_sweeper_with_a_5s_visibility_timeout_never_duplicates_a_live_60s_task() {
     let redis = RedisServer::start();
     let url = redis.url(0);
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("runs.log");
+    let runs = RunLog::new();
     let mut c = redis.client(0);
-    let w = CeleriacWorker::start(&url, &["-c1", "--prefetch-multiplier", "1", "--acks-late"]);
-    let ids = submit_append(&mut c, path.to_str().unwrap(), 1, 60.0);
-    wait_until(Duration::from_secs(5), "the task to start", || {
-        w.proc_.output().contains("received").then_some(())
-    });
+    let (_w, id) = worker_running_one_task(
+        &redis,
+        &runs,
+        &["-c1", "--prefetch-multiplier", "1", "--acks-late"],
+        60.0,
+    );
     // Python workers sharing the queue run kombu's restore_visible at start-up (and
     // periodically): start one every 12 s while the task runs, each with a 5 s timeout.
     let t0 = Instant::now();
@@ -237,16 +170,16 @@ fn a_python_sweeper_with_a_5s_visibility_timeout_never_duplicates_a_live_60s_tas
         );
         std::thread::sleep(Duration::from_secs(2));
         assert!(
-            !p.proc_.output().contains(&ids[0]),
+            !p.proc_.output().contains(&id),
             "the Python worker received the live task"
         );
         pythons += 1;
     }
     wait_until(Duration::from_secs(30), "the task to finish", || {
-        (all_succeeded(&mut c, &ids) == 1).then_some(())
+        (count_succeeded(&mut c, std::slice::from_ref(&id)) == 1).then_some(())
     });
     assert_eq!(
-        executions(&path).get(&ids[0]),
+        runs.executions().get(&id),
         Some(&1),
         "executed more than once"
     );
@@ -257,39 +190,32 @@ fn a_python_sweeper_with_a_5s_visibility_timeout_never_duplicates_a_live_60s_tas
 fn redis_restarted_mid_run_loses_nothing_and_workers_resume_within_5s() {
     let mut redis = RedisServer::start_with(&["--appendonly", "yes", "--appendfsync", "always"]);
     let url = redis.url(0);
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("runs.log");
+    let runs = RunLog::new();
     let mut c = redis.client(0);
-    let ids = submit_append(&mut c, path.to_str().unwrap(), 400, 0.02);
-    let w1 = CeleriacWorker::start(
-        &url,
-        &["-P", "threads", "-c2", "--acks-late", "--lease", "3"],
-    );
-    let w2 = CeleriacWorker::start(
-        &url,
-        &["-P", "threads", "-c2", "--acks-late", "--lease", "3"],
-    );
+    let ids = runs.submit(&mut c, 400, 0.02);
+    let w1 = CeleriacWorker::start(&url, RESILIENT_FLEET);
+    let w2 = CeleriacWorker::start(&url, RESILIENT_FLEET);
     wait_until(Duration::from_secs(20), "some progress", || {
-        (all_succeeded(&mut c, &ids) >= 50).then_some(())
+        (count_succeeded(&mut c, &ids) >= 50).then_some(())
     });
     redis.terminate();
     std::thread::sleep(Duration::from_secs(2));
     redis.restart();
     let back = Instant::now();
     let mut c = redis.client(0);
-    let before = all_succeeded(&mut c, &ids);
+    let before = count_succeeded(&mut c, &ids);
     wait_until(
         Duration::from_secs(5),
         "a task to complete after the restart",
-        || (all_succeeded(&mut c, &ids) > before).then_some(()),
+        || (count_succeeded(&mut c, &ids) > before).then_some(()),
     );
     let resumed = back.elapsed();
     wait_until(Duration::from_secs(60), "every task to succeed", || {
-        (all_succeeded(&mut c, &ids) == ids.len()).then_some(())
+        (count_succeeded(&mut c, &ids) == ids.len()).then_some(())
     });
-    let runs = executions(&path);
-    let lost = ids.iter().filter(|i| !runs.contains_key(*i)).count();
-    let twice = runs.values().filter(|n| **n > 1).count();
+    let executed = runs.executions();
+    let lost = ids.iter().filter(|i| !executed.contains_key(*i)).count();
+    let twice = executed.values().filter(|n| **n > 1).count();
     eprintln!(
         "redis restart: resumed after {:.2}s, {lost} lost, {twice} executed twice",
         resumed.as_secs_f64()
@@ -315,8 +241,7 @@ fn redis_restarted_mid_run_loses_nothing_and_workers_resume_within_5s() {
 fn ten_thousand_malformed_messages_among_a_thousand_valid_ones() {
     let redis = RedisServer::start();
     let url = redis.url(0);
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("runs.log");
+    let runs = RunLog::new();
     let mut c = redis.client(0);
     let good = TaskMessage::new(
         "shared_tasks.add",
@@ -339,7 +264,7 @@ fn ten_thousand_malformed_messages_among_a_thousand_valid_ones() {
     for i in 0..11_000usize {
         if i % 11 == 5 {
             let mut msg = TaskMessage::new("shared_tasks.append_line", vec![], Default::default());
-            msg.args = vec![path.to_str().unwrap().into(), msg.headers.id.clone().into()];
+            msg.args = vec![runs.path_str().into(), msg.headers.id.clone().into()];
             ids.push(msg.headers.id.clone());
             pipe.lpush("celery", msg.to_envelope("celery", 0).encode())
                 .ignore();
@@ -398,7 +323,7 @@ fn ten_thousand_malformed_messages_among_a_thousand_valid_ones() {
     wait_until(
         Duration::from_secs(30),
         "all valid tasks to succeed",
-        || (all_succeeded(&mut c, &ids) == ids.len()).then_some(()),
+        || (count_succeeded(&mut c, &ids) == ids.len()).then_some(()),
     );
     assert!(
         w.proc_.child.try_wait().unwrap().is_none(),
@@ -409,9 +334,9 @@ fn ten_thousand_malformed_messages_among_a_thousand_valid_ones() {
         dead, bad_count,
         "every bad message is in the dead-letter list"
     );
-    let runs = executions(&path);
+    let executed = runs.executions();
     assert!(
-        ids.iter().all(|i| runs.get(i) == Some(&1)),
+        ids.iter().all(|i| executed.get(i) == Some(&1)),
         "every valid task ran exactly once"
     );
     w.proc_.signal(libc::SIGTERM);
@@ -430,25 +355,24 @@ fn good_tag(good: &str) -> String {
 fn a_redelivered_task_that_already_succeeded_is_acked_not_rerun() {
     let redis = RedisServer::start();
     let url = redis.url(0);
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("runs.log");
+    let runs = RunLog::new();
     let mut c = redis.client(0);
     let w = CeleriacWorker::start(&url, &["-c1", "--acks-late"]);
-    let ids = submit_append(&mut c, path.to_str().unwrap(), 1, 0.0);
+    let ids = runs.submit(&mut c, 1, 0.0);
     wait_until(Duration::from_secs(10), "the first run", || {
-        (all_succeeded(&mut c, &ids) == 1).then_some(())
+        (count_succeeded(&mut c, &ids) == 1).then_some(())
     });
     // The same message comes back (as after a crash between storing the result and acking).
     let mut msg = TaskMessage::new("shared_tasks.append_line", vec![], Default::default());
     msg.headers.id = ids[0].clone();
-    msg.args = vec![path.to_str().unwrap().into(), ids[0].clone().into()];
+    msg.args = vec![runs.path_str().into(), ids[0].clone().into()];
     let mut env = msg.to_envelope("celery", 0);
     env.mark_redelivered();
     let _: i64 = c.lpush("celery", env.encode()).unwrap();
     wait_until(Duration::from_secs(10), "the duplicate to be acked", || {
         w.proc_.output().contains("already succeeded").then_some(())
     });
-    assert_eq!(executions(&path).get(&ids[0]), Some(&1));
+    assert_eq!(runs.executions().get(&ids[0]), Some(&1));
 }
 
 #[test]

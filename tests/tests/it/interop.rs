@@ -34,11 +34,8 @@ print(json.dumps([a for _, a in sorted(done)]))
 #[test]
 fn python_client_gets_sum_and_reraised_value_error_from_celeriac_worker() {
     let redis = RedisServer::start();
-    let url = redis.url(0);
-    let _w = CeleriacWorker::start(&url, &["-c1"]);
-    let out = py(
-        &url,
-        &url,
+    let _w = redis.start_worker(&["-c1"]);
+    let out = redis.py(
         r#"
 assert add.delay(2, 3).get(timeout=10) == 5
 assert add.delay(2.5, 0.25).get(timeout=10) == 2.75
@@ -64,11 +61,8 @@ print("ok")
 #[test]
 fn arguments_of_every_json_shape_survive_the_round_trip() {
     let redis = RedisServer::start();
-    let url = redis.url(0);
-    let _w = CeleriacWorker::start(&url, &["-c2"]);
-    let out = py(
-        &url,
-        &url,
+    let _w = redis.start_worker(&["-c2"]);
+    let out = redis.py(
         r#"
 big = "x" * (1024 * 1024)
 cases = [
@@ -92,11 +86,8 @@ print("ok")
 #[test]
 fn unknown_task_reaches_python_as_not_registered_and_worker_goes_on() {
     let redis = RedisServer::start();
-    let url = redis.url(0);
-    let _w = CeleriacWorker::start(&url, &["-c1"]);
-    let out = py(
-        &url,
-        &url,
+    let _w = redis.start_worker(&["-c1"]);
+    let out = redis.py(
         r#"
 from celery.exceptions import NotRegistered
 try:
@@ -117,16 +108,14 @@ fn lower_priority_number_runs_first() {
     let redis = RedisServer::start();
     let url = redis.url(0);
     // Publish 9, 0, 5 while no worker runs, then start a single-slot worker.
-    let ids = py(
-        &url,
-        &url,
+    let ids = redis.py(
         r#"
 ids = [echo.apply_async((p,), priority=p).id for p in (9, 0, 5)]
 print(json.dumps(ids))
 "#,
         T,
     );
-    let _w = CeleriacWorker::start(&url, &["-P", "solo", "--prefetch-multiplier", "1"]);
+    let _w = redis.start_worker(&["-P", "solo", "--prefetch-multiplier", "1"]);
     assert_eq!(echo_completion_order(&url, &ids), [0, 5, 9]);
 }
 
@@ -134,19 +123,14 @@ print(json.dumps(ids))
 fn queues_given_with_dash_q_are_served_round_robin() {
     let redis = RedisServer::start();
     let url = redis.url(0);
-    let ids = py(
-        &url,
-        &url,
+    let ids = redis.py(
         r#"
 ids = [echo.apply_async((q, i), queue=q).id for q in ("a", "b") for i in range(3)]
 print(json.dumps(ids))
 "#,
         T,
     );
-    let _w = CeleriacWorker::start(
-        &url,
-        &["-P", "solo", "--prefetch-multiplier", "1", "-Q", "a,b"],
-    );
+    let _w = redis.start_worker(&["-P", "solo", "--prefetch-multiplier", "1", "-Q", "a,b"]);
     assert_eq!(
         echo_completion_order(&url, &ids),
         ["a", "b", "a", "b", "a", "b"]
@@ -178,14 +162,8 @@ fn broker_and_backend_on_different_databases() {
 #[test]
 fn results_expire_after_a_day_and_unacked_is_empty_after_ack() {
     let redis = RedisServer::start();
-    let url = redis.url(0);
-    let _w = CeleriacWorker::start(&url, &["-c1"]);
-    let id = py(
-        &url,
-        &url,
-        "r = add.delay(1, 2); r.get(timeout=10); print(r.id)",
-        T,
-    );
+    let _w = redis.start_worker(&["-c1"]);
+    let id = redis.py("r = add.delay(1, 2); r.get(timeout=10); print(r.id)", T);
     let mut c = redis.client(0);
     let ttl: i64 = c.ttl(format!("celery-task-meta-{}", id.trim())).unwrap();
     assert!((86_000..=86_400).contains(&ttl), "ttl {ttl}");
@@ -302,8 +280,7 @@ fn python_worker_honours_countdown_and_priority_from_celeriac_client() {
 #[test]
 fn malformed_messages_go_to_the_dead_letter_list_and_the_worker_keeps_serving() {
     let redis = RedisServer::start();
-    let url = redis.url(0);
-    let _w = CeleriacWorker::start(&url, &["-c1"]);
+    let _w = redis.start_worker(&["-c1"]);
     let mut c = redis.client(0);
     let good = r#"{"body": "W1sxLCAyXSwge30sIHsiY2FsbGJhY2tzIjogbnVsbCwgImVycmJhY2tzIjogbnVsbCwgImNoYWluIjogbnVsbCwgImNob3JkIjogbnVsbH1d", "content-encoding": "utf-8", "content-type": "application/json", "headers": {"lang": "py", "task": "shared_tasks.add", "id": "ID", "retries": 0, "timelimit": [null, null]}, "properties": {"correlation_id": "ID", "delivery_mode": 2, "delivery_info": {"exchange": "", "routing_key": "celery"}, "priority": 0, "body_encoding": "base64", "delivery_tag": "TAG"}}"#;
     let bad: Vec<(String, &str)> = vec![

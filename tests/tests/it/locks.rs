@@ -3,15 +3,15 @@
 //! `#[only_one]` policies and exit paths, multi-lock deadlock freedom, FIFO order, the
 //! operator functions behind `celeriac locks`, and an 8-process contention run.
 
-use std::path::PathBuf;
 use std::process::Command;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use locks::{Client, LockError, NotOwnedReason, NotRun};
 use redis::Commands;
-use tests::{Proc, RedisServer, run_python, run_with_timeout, wait_until, workspace_root};
+use tests::{
+    Proc, RedisServer, killed_lock_holder, lockbench, run_python, run_with_timeout, wait_until,
+};
 
 const PY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -32,25 +32,6 @@ fn py(server: &RedisServer, body: &str) -> String {
         out.stdout, out.stderr
     );
     out.stdout.trim().to_string()
-}
-
-/// The `lockbench` helper binary (locks/examples), built once per test process.
-fn lockbench() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "--quiet", "-p", "locks", "--example", "lockbench"])
-            .current_dir(workspace_root())
-            .status()
-            .expect("run cargo build for the lockbench example");
-        assert!(status.success(), "building the lockbench example failed");
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| workspace_root().join("target"));
-        target.join("debug/examples/lockbench")
-    })
-    .clone()
 }
 
 fn get(server: &RedisServer, key: &str) -> Option<String> {
@@ -125,9 +106,7 @@ async fn rust_waiter_gets_lock_soon_after_python_releases_it() {
             PY_TIMEOUT,
         )
     });
-    wait_until(Duration::from_secs(10), "python to hold y", || {
-        server.client(0).exists::<_, bool>("y").ok().filter(|e| *e)
-    });
+    server.wait_for_key("y", Duration::from_secs(10), "python to hold y");
     let started = Instant::now();
     let g = c
         .lock("y")
@@ -216,9 +195,7 @@ async fn release_after_expiry_reports_not_owned_and_spares_the_new_holder() {
         .timeout(Duration::from_millis(300))
         .watchdog(false);
     let g = lock.acquire().await.unwrap();
-    wait_until(Duration::from_secs(5), "the TTL to run out", || {
-        (!server.client(0).exists::<_, bool>("e").unwrap()).then_some(())
-    });
+    server.wait_for_key_gone("e", Duration::from_secs(5), "the TTL to run out");
     assert!(!g.owned().await.unwrap());
     let err = g.release().await.expect_err("expired");
     assert!(
@@ -234,9 +211,7 @@ async fn release_after_expiry_reports_not_owned_and_spares_the_new_holder() {
 
     // Expired, then stolen: the old holder's release must not delete the new holder's key.
     let old = lock.acquire().await.unwrap();
-    wait_until(Duration::from_secs(5), "the TTL to run out", || {
-        (!server.client(0).exists::<_, bool>("e").unwrap()).then_some(())
-    });
+    server.wait_for_key_gone("e", Duration::from_secs(5), "the TTL to run out");
     let new = c.lock("e").acquire().await.unwrap();
     let err = old.release().await.expect_err("stolen");
     assert!(
@@ -273,11 +248,7 @@ fn a_dropped_blocking_guard_frees_the_lock_for_the_next_acquire_and_for_other_cl
     // so another client sees the lock free (and redis-py can take it) without our help.
     let g = lock.try_acquire().unwrap();
     drop(g);
-    wait_until(
-        Duration::from_secs(2),
-        "the dropped guard's key to go",
-        || (!server.client(0).exists::<_, bool>("d").unwrap()).then_some(()),
-    );
+    server.wait_for_key_gone("d", Duration::from_secs(2), "the dropped guard's key to go");
     assert_eq!(
         py(
             &server,
@@ -318,9 +289,7 @@ fn a_dropped_guard_whose_lock_expired_leaves_the_new_holders_lock_alone() {
         .timeout(Duration::from_millis(200))
         .watchdog(false);
     let old = lock.try_acquire().unwrap();
-    wait_until(Duration::from_secs(5), "the TTL to run out", || {
-        (!server.client(0).exists::<_, bool>("dx").unwrap()).then_some(())
-    });
+    server.wait_for_key_gone("dx", Duration::from_secs(5), "the TTL to run out");
     let mut raw = server.client(0);
     let _: () = raw.set("dx", "python-token").unwrap();
     drop(old); // compare-and-delete finds another token: deletes nothing
@@ -365,11 +334,7 @@ fn a_dropped_guards_release_lost_with_its_connection_is_sent_again() {
     // The client's next command finds the connection broken, and the release it had not
     // confirmed is sent again.
     let _ = lock.locked();
-    wait_until(
-        Duration::from_secs(5),
-        "the release to be sent again",
-        || (!raw.exists::<_, bool>("dk").unwrap()).then_some(()),
-    );
+    server.wait_for_key_gone("dk", Duration::from_secs(5), "the release to be sent again");
     let g = lock.try_acquire().expect("the client reconnects");
     g.release().unwrap();
 }
@@ -786,9 +751,11 @@ async fn only_one_releases_the_lock_when_the_body_panics() {
     let c = client(&server);
     let r = tokio::spawn(panics_while_holding_async(c.clone())).await;
     assert!(r.unwrap_err().is_panic());
-    wait_until(Duration::from_secs(5), "async panic to release", || {
-        (!server.client(0).exists::<_, bool>("oo-apanic").unwrap()).then_some(())
-    });
+    server.wait_for_key_gone(
+        "oo-apanic",
+        Duration::from_secs(5),
+        "async panic to release",
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -797,9 +764,11 @@ async fn only_one_releases_the_lock_when_the_future_is_cancelled() {
     let c = client(&server);
     let r = tokio::time::timeout(Duration::from_millis(300), slow(&c)).await;
     assert!(r.is_err(), "cancelled by the timeout");
-    wait_until(Duration::from_secs(5), "cancelled body to release", || {
-        (!server.client(0).exists::<_, bool>("oo-slow").unwrap()).then_some(())
-    });
+    server.wait_for_key_gone(
+        "oo-slow",
+        Duration::from_secs(5),
+        "cancelled body to release",
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -810,13 +779,7 @@ async fn only_one_cancels_an_async_body_when_the_lock_is_lost() {
         let c = c.clone();
         async move { runs_until_lost(&c).await }
     });
-    wait_until(Duration::from_secs(5), "body to hold the lock", || {
-        server
-            .client(0)
-            .exists::<_, bool>("oo-lost")
-            .ok()
-            .filter(|e| *e)
-    });
+    server.wait_for_key("oo-lost", Duration::from_secs(5), "body to hold the lock");
     let _: () = server.client(0).del("oo-lost").unwrap();
     let out = tokio::time::timeout(Duration::from_secs(3), task)
         .await
@@ -841,13 +804,11 @@ fn locked_sleep_runs_in_a_process_without_a_runtime_and_skips_when_held() {
     assert_eq!(out.stdout.trim(), "ran");
 
     let holder = Proc::spawn(run("20"));
-    wait_until(Duration::from_secs(10), "first task to hold ls-key", || {
-        server
-            .client(0)
-            .exists::<_, bool>("ls-key")
-            .ok()
-            .filter(|e| *e)
-    });
+    server.wait_for_key(
+        "ls-key",
+        Duration::from_secs(10),
+        "first task to hold ls-key",
+    );
     let out = run_with_timeout(run("0"), Duration::from_secs(30));
     assert_eq!(out.stdout.trim(), "skipped", "{}", out.stderr);
     drop(holder);
@@ -918,14 +879,7 @@ async fn admin_release_refuses_a_live_or_unknown_holder_and_breaks_a_dead_ones_l
     assert_eq!(get(&server, "pyheld"), None);
 
     // A killed celeriac holder (TTL-less lock, kill -9): provably dead, so released.
-    let mut holder = Proc::spawn({
-        let mut cmd = Command::new(lockbench());
-        cmd.args(["hold", &server.url(0), "dead"]);
-        cmd
-    });
-    holder.wait_for_output("held ", Duration::from_secs(30));
-    holder.signal(libc::SIGKILL);
-    holder.wait_exit(Duration::from_secs(5));
+    let holder = killed_lock_holder(&server.url(0), "dead");
     let entry = locks::admin::show(&c, "dead").await.unwrap().unwrap();
     assert!(matches!(entry.liveness, Some(locks::Liveness::Dead(_))));
     match locks::admin::release(&c, "dead", false).await.unwrap() {
@@ -942,14 +896,7 @@ async fn admin_release_refuses_a_live_or_unknown_holder_and_breaks_a_dead_ones_l
 async fn locks_of_a_dead_task_process_are_released_by_pid() {
     let server = RedisServer::start();
     let c = client(&server);
-    let mut holder = Proc::spawn({
-        let mut cmd = Command::new(lockbench());
-        cmd.args(["hold", &server.url(0), "child-lock"]);
-        cmd
-    });
-    holder.wait_for_output("held ", Duration::from_secs(30));
-    holder.signal(libc::SIGKILL);
-    holder.wait_exit(Duration::from_secs(5));
+    let holder = killed_lock_holder(&server.url(0), "child-lock");
     let other = c.lock("someone-else").acquire().await.unwrap();
     let released = locks::admin::release_held_by_pid(&c, holder.pid())
         .await
@@ -1108,11 +1055,8 @@ fn celeriac_locks_acquire_runs_the_command_under_the_lock_and_fails_fast_when_bu
 #[test]
 fn locked_sleep_task_runs_once_and_skips_while_python_or_another_task_holds_the_key() {
     let server = RedisServer::start();
-    let url = server.url(0);
-    let _w = tests::CeleriacWorker::start(&url, &["-c2", "--max-tasks-per-child=1"]);
-    let out = tests::py(
-        &url,
-        &url,
+    let _w = server.start_worker(&["-c2", "--max-tasks-per-child=1"]);
+    let out = server.py(
         r#"
 import redis
 a = locked_sleep.delay("calibrate:jw01", 1.5)
@@ -1137,12 +1081,8 @@ print(locked_sleep.delay("calibrate:jw02", 0.1).get(timeout=20))
 #[test]
 fn a_killed_task_frees_its_lock_at_once_not_after_the_ttl() {
     let server = RedisServer::start();
-    let url = server.url(0);
-    let _w = tests::CeleriacWorker::start(&url, &["-c1", "--max-tasks-per-child=1"]);
-    let mut c = server.client(0);
-    let out = tests::py(
-        &url,
-        &url,
+    let _w = server.start_worker(&["-c1", "--max-tasks-per-child=1"]);
+    let out = server.py(
         r#"
 from billiard.exceptions import TimeLimitExceeded
 r = app.send_task("shared_tasks.locked_sleep", args=["dark:jw03", 30], time_limit=1)
@@ -1155,12 +1095,9 @@ except TimeLimitExceeded:
     );
     assert_eq!(out.trim(), "killed");
     // The lock's TTL is 30 s; the worker frees it as soon as the child is gone.
-    wait_until(
+    server.wait_for_key_gone(
+        "dark:jw03",
         Duration::from_secs(3),
         "the dead task's lock to be released",
-        || {
-            let held: bool = c.exists("dark:jw03").unwrap();
-            (!held).then_some(())
-        },
     );
 }

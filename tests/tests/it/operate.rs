@@ -14,8 +14,8 @@ use serde_json::{Value, json};
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tests::{
-    CeleriacWorker, Proc, PyOutput, PythonWorker, RedisServer, celeriac, py, py_dir, python,
-    run_with_timeout, wait_until,
+    CeleriacWorker, Proc, PyOutput, PythonWorker, RedisServer, celeriac, celery_cli, py,
+    python_cmd, run_with_timeout, wait_until,
 };
 
 const T: Duration = Duration::from_secs(60);
@@ -30,24 +30,6 @@ fn now() -> f64 {
 
 fn argv(parts: &[&str]) -> Vec<String> {
     parts.iter().map(|s| s.to_string()).collect()
-}
-
-/// `python` with `tests/py` as cwd and on PYTHONPATH, broker and backend `url`.
-fn python_cmd(url: &str) -> Command {
-    let mut cmd = Command::new(python());
-    cmd.current_dir(py_dir())
-        .env("PYTHONPATH", py_dir())
-        .env("PYTHONUNBUFFERED", "1")
-        .env("CELERY_BROKER_URL", url)
-        .env("CELERY_RESULT_BACKEND", url);
-    cmd
-}
-
-/// `python -m celery -A shared_tasks <args>`, a process of its own.
-fn celery_cli(url: &str, args: &[&str]) -> PyOutput {
-    let mut cmd = python_cmd(url);
-    cmd.args(["-m", "celery", "-A", "shared_tasks"]).args(args);
-    run_with_timeout(cmd, T)
 }
 
 /// One invocation of Python's `celery` command in a batch.
@@ -433,7 +415,7 @@ fn python_celery_control_shutdown_stops_the_celeriac_worker_though_celery_exits_
             .unwrap()
     );
 
-    let out = celery_cli(&url, &["control", "shutdown"]);
+    let out = celery_cli(&url, &["control", "shutdown"], T);
     // As with a Python worker: shutdown sends no reply, so celery reports none and exits 69.
     assert_eq!(out.code, Some(69), "{out:?}");
     assert!(
@@ -472,7 +454,7 @@ fn python_celery_purge_empties_the_queue_a_celeriac_worker_serves() {
     }
     assert_eq!(queue_len(&mut c, "celery"), 3);
 
-    let out = celery_cli(&url, &["purge", "-f"]);
+    let out = celery_cli(&url, &["purge", "-f"], T);
     assert_eq!(out.code, Some(0), "{out:?}");
     assert!(
         out.stdout
@@ -486,7 +468,7 @@ fn python_celery_purge_empties_the_queue_a_celeriac_worker_serves() {
         &["control", "revoke", &busy, "--terminate", "-d", node],
     );
     expect_code(&term, 0, "terminate the busy task");
-    let again = celery_cli(&url, &["purge", "-f"]);
+    let again = celery_cli(&url, &["purge", "-f"], T);
     assert!(
         again.stdout.contains("No messages purged from 1 queue."),
         "{again:?}"

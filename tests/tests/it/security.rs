@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 use tests::{
-    CeleriacWorker, Proc, PyOutput, RedisServer, celeriac, celeriac_bin, free_port, py, py_dir,
-    python, run_with_timeout, wait_until, which, workspace_root,
+    CeleriacWorker, Proc, RedisServer, assert_celery_ping_answered, celeriac, celeriac_bin,
+    celery_cli, free_port, py, wait_for_pong, wait_until, which, workspace_root,
 };
 
 const T: Duration = Duration::from_secs(60);
@@ -159,18 +159,6 @@ fn cli(url: &str, args: &[&str]) -> String {
         out.code, out.stdout, out.stderr
     );
     out.stdout
-}
-
-/// `python -m celery -A shared_tasks <args>` against `url` (broker and backend).
-fn celery_cli(url: &str, args: &[&str]) -> PyOutput {
-    let mut cmd = Command::new(python());
-    cmd.current_dir(py_dir())
-        .env("PYTHONPATH", py_dir())
-        .env("CELERY_BROKER_URL", url)
-        .env("CELERY_RESULT_BACKEND", url)
-        .args(["-m", "celery", "-A", "shared_tasks"])
-        .args(args);
-    run_with_timeout(cmd, T)
 }
 
 /// The worker arguments of the systemd unit's `ExecStart=` (after `worker`), with its
@@ -332,13 +320,7 @@ fn celeriac_works_fully_against_the_production_redis_profile() {
     assert_both_clients_add(&url);
     let ping = cli(&url, &["inspect", "ping", "--json"]);
     assert!(ping.contains(&w.node), "{ping}");
-    let out = celery_cli(&url, &["inspect", "ping"]);
-    assert!(
-        out.success && out.stdout.contains(&w.node),
-        "celery inspect ping:\n{}\n{}",
-        out.stdout,
-        out.stderr
-    );
+    assert_celery_ping_answered(&url, &w.node, T);
 
     // Operator views over a task parked on a queue nobody consumes, then purge it.
     let parked = cli(
@@ -413,7 +395,7 @@ fn passwords_never_appear_in_logs_inspect_conf_or_errors() {
     assert_eq!(conf[&w.node]["broker_url"], redacted.as_str(), "{conf}");
     assert_eq!(conf[&w.node]["result_backend"], redacted.as_str(), "{conf}");
 
-    let out = celery_cli(&url, &["inspect", "conf", "-d", &w.node]);
+    let out = celery_cli(&url, &["inspect", "conf", "-d", &w.node], T);
     assert!(
         out.success,
         "celery inspect conf:\n{}\n{}",
@@ -474,13 +456,7 @@ fn the_documented_acl_user_is_all_a_worker_and_its_clients_need() {
 
     assert_both_clients_add(&url);
     let failed = cli(&url, &["call", "shared_tasks.fail", "-a", "[\"boom\"]"]);
-    let out = celery_cli(&url, &["inspect", "ping"]);
-    assert!(
-        out.success && out.stdout.contains(&w.node),
-        "celery inspect ping as the ACL user:\n{}\n{}",
-        out.stdout,
-        out.stderr
-    );
+    assert_celery_ping_answered(&url, &w.node, T);
     assert!(cli(&url, &["inspect", "ping"]).contains(&w.node));
     wait_until(Duration::from_secs(10), "the failure to be stored", || {
         (meta_status(&mut admin, failed.trim()).as_deref() == Some("FAILURE")).then_some(())
@@ -657,20 +633,15 @@ fn tls_with_a_ca_file_serves_tasks_and_a_wrong_ca_is_refused() {
         .arg(&ca)
         .args(["--tls-auth-clients", "no"]);
     let server = Proc::spawn(cmd);
-    wait_until(
-        Duration::from_secs(10),
+    wait_for_pong(
         "redis-server to accept TLS",
-        || {
-            let out = Command::new("redis-cli")
-                .args(["--tls", "--cacert"])
-                .arg(&ca)
-                .args(["-p", &port.to_string(), "PING"])
-                .output()
-                .ok()?;
-            String::from_utf8_lossy(&out.stdout)
-                .contains("PONG")
-                .then_some(())
-        },
+        &[
+            "--tls",
+            "--cacert",
+            ca.to_str().expect("utf-8 temp path"),
+            "-p",
+            &port.to_string(),
+        ],
     );
     // kombu's spelling, so the same URL serves Python clients and celeriac.
     let url = format!(

@@ -3,12 +3,11 @@
 //! asynchronous replication itself causes (writes acknowledged by the old master that never
 //! reached the replica) are counted and reported.
 
-use celeriac::protocol::TaskMessage;
 use redis::Commands;
-use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use tests::{CeleriacWorker, Proc, RedisServer, free_port, wait_until, which};
+use tests::runs::{RESILIENT_FLEET, RunLog, count_succeeded};
+use tests::{CeleriacWorker, Proc, RedisServer, free_port, wait_for_pong, wait_until, which};
 
 struct Sentinel {
     _proc: Proc,
@@ -34,15 +33,7 @@ fn start_sentinel(dir: &std::path::Path, master_port: u16) -> Sentinel {
     let mut cmd = Command::new(bin);
     cmd.arg(&conf).stdin(Stdio::null());
     let proc_ = Proc::spawn(cmd);
-    wait_until(Duration::from_secs(10), "sentinel to answer", || {
-        let out = Command::new("redis-cli")
-            .args(["-p", &port.to_string(), "PING"])
-            .output()
-            .ok()?;
-        String::from_utf8_lossy(&out.stdout)
-            .contains("PONG")
-            .then_some(())
-    });
+    wait_for_pong("sentinel to answer", &["-p", &port.to_string()]);
     Sentinel { _proc: proc_, port }
 }
 
@@ -86,39 +77,14 @@ fn the_fleet_follows_a_sentinel_failover() {
             .collect::<Vec<_>>()
             .join(";")
     );
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("runs.log");
+    let runs = RunLog::new();
     let mut c = master.client(0);
-    let mut ids = Vec::new();
-    let mut pipe = redis::pipe();
-    for _ in 0..300 {
-        let mut msg = TaskMessage::new("shared_tasks.append_line", vec![], Default::default());
-        msg.args = vec![
-            path.to_str().unwrap().into(),
-            msg.headers.id.clone().into(),
-            0.02.into(),
-        ];
-        ids.push(msg.headers.id.clone());
-        pipe.lpush("celery", msg.to_envelope("celery", 0).encode())
-            .ignore();
-    }
-    pipe.query::<()>(&mut c).unwrap();
+    let ids = runs.submit(&mut c, 300, 0.02);
     let _: i64 = redis::cmd("WAIT").arg(1).arg(2000).query(&mut c).unwrap();
-    let w1 = CeleriacWorker::start(
-        &url,
-        &["-P", "threads", "-c2", "--acks-late", "--lease", "3"],
-    );
-    let w2 = CeleriacWorker::start(
-        &url,
-        &["-P", "threads", "-c2", "--acks-late", "--lease", "3"],
-    );
+    let w1 = CeleriacWorker::start(&url, RESILIENT_FLEET);
+    let w2 = CeleriacWorker::start(&url, RESILIENT_FLEET);
     wait_until(Duration::from_secs(20), "some progress", || {
-        (std::fs::read_to_string(&path)
-            .unwrap_or_default()
-            .lines()
-            .count()
-            >= 60)
-            .then_some(())
+        (runs.executions().values().sum::<usize>() >= 60).then_some(())
     });
     let killed = Instant::now();
     master.kill();
@@ -132,17 +98,6 @@ fn the_fleet_follows_a_sentinel_failover() {
         killed.elapsed().as_secs_f64()
     );
     let mut r = replica.client(0);
-    let succeeded = |r: &mut redis::Connection| -> usize {
-        let keys: Vec<String> = ids
-            .iter()
-            .map(|i| format!("celery-task-meta-{i}"))
-            .collect();
-        let metas: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query(r).unwrap();
-        metas
-            .iter()
-            .filter(|m| m.as_deref().is_some_and(|m| m.contains("SUCCESS")))
-            .count()
-    };
     // Everything still queued or unacked on the new master gets done.
     wait_until(
         Duration::from_secs(90),
@@ -154,17 +109,14 @@ fn the_fleet_follows_a_sentinel_failover() {
         },
     );
     std::thread::sleep(Duration::from_secs(1));
-    let done = succeeded(&mut r);
-    let mut runs: BTreeMap<String, usize> = BTreeMap::new();
-    for l in std::fs::read_to_string(&path).unwrap().lines() {
-        *runs.entry(l.to_string()).or_default() += 1;
-    }
-    let never_ran = ids.iter().filter(|i| !runs.contains_key(*i)).count();
+    let done = count_succeeded(&mut r, &ids);
+    let executed = runs.executions();
+    let never_ran = ids.iter().filter(|i| !executed.contains_key(*i)).count();
     let result_lost = ids.len() - done;
     eprintln!(
         "sentinel failover: {} tasks, {done} results on the new master, {result_lost} results lost by replication, {never_ran} never ran, {} ran twice",
         ids.len(),
-        runs.values().filter(|n| **n > 1).count()
+        executed.values().filter(|n| **n > 1).count()
     );
     assert_eq!(never_ran, 0, "tasks lost");
     // Only writes in flight at the kill can be lost by asynchronous replication.

@@ -4,17 +4,9 @@
 
 use redis::Commands;
 use std::time::{Duration, Instant};
-use tests::{CeleriacWorker, RedisServer, py, wait_until};
+use tests::{JWQL, RedisServer, wait_until};
 
 const T: Duration = Duration::from_secs(90);
-const JWQL: &[&str] = &[
-    "-Ofair",
-    "-c1",
-    "--max-tasks-per-child=1",
-    "--prefetch-multiplier",
-    "1",
-    "--acks-late",
-];
 
 fn succeeded(log: &str, id: &str) -> usize {
     log.lines()
@@ -25,11 +17,8 @@ fn succeeded(log: &str, id: &str) -> usize {
 #[test]
 fn jwql_mode_runs_every_task_in_a_fresh_process() {
     let redis = RedisServer::start();
-    let url = redis.url(0);
-    let w = CeleriacWorker::start(&url, JWQL);
-    let out = py(
-        &url,
-        &url,
+    let w = redis.start_worker(JWQL);
+    let out = redis.py(
         "print(json.dumps([pid.delay().get(timeout=10) for _ in range(6)]))",
         T,
     );
@@ -45,11 +34,8 @@ fn jwql_mode_runs_every_task_in_a_fresh_process() {
 #[test]
 fn leaked_memory_does_not_accumulate_across_tasks() {
     let redis = RedisServer::start();
-    let url = redis.url(0);
-    let _w = CeleriacWorker::start(&url, JWQL);
-    let out = py(
-        &url,
-        &url,
+    let _w = redis.start_worker(JWQL);
+    let out = redis.py(
         "print(json.dumps([alloc.delay(64).get(timeout=20) for _ in range(4)]))",
         T,
     );
@@ -69,11 +55,8 @@ fn leaked_memory_does_not_accumulate_across_tasks() {
 #[test]
 fn crashing_task_raises_worker_lost_error_in_python_and_the_worker_goes_on() {
     let redis = RedisServer::start();
-    let url = redis.url(0);
-    let _w = CeleriacWorker::start(&url, JWQL);
-    let out = py(
-        &url,
-        &url,
+    let _w = redis.start_worker(JWQL);
+    let out = redis.py(
         r#"
 from billiard.exceptions import WorkerLostError
 r = crash.delay()
@@ -119,12 +102,9 @@ fn processes_with_arg(arg: &str) -> Vec<u32> {
 #[test]
 fn hard_time_limit_kills_the_task_and_its_grandchildren() {
     let redis = RedisServer::start();
-    let url = redis.url(0);
-    let _w = CeleriacWorker::start(&url, JWQL);
+    let _w = redis.start_worker(JWQL);
     let marker = "61.4321";
-    let out = py(
-        &url,
-        &url,
+    let out = redis.py(
         &format!(
             r#"
 from billiard.exceptions import TimeLimitExceeded
@@ -156,11 +136,8 @@ except TimeLimitExceeded:
 #[test]
 fn soft_time_limit_ends_a_task_that_ignores_it_with_soft_time_limit_exceeded() {
     let redis = RedisServer::start();
-    let url = redis.url(0);
-    let _w = CeleriacWorker::start(&url, JWQL);
-    let out = py(
-        &url,
-        &url,
+    let _w = redis.start_worker(JWQL);
+    let out = redis.py(
         r#"
 from billiard.exceptions import SoftTimeLimitExceeded
 r = app.send_task("shared_tasks.sleep", args=[20], soft_time_limit=0.5)
@@ -181,16 +158,13 @@ except SoftTimeLimitExceeded:
 #[test]
 fn the_task_right_after_a_soft_time_limit_runs_in_every_pool() {
     let redis = RedisServer::start();
-    let url = redis.url(0);
     for flags in [
         &["-c1", "--soft-time-limit", "1"][..],
         &["-c1", "--soft-time-limit", "1", "--acks-late"][..],
         &["-c2", "--soft-time-limit", "1"][..],
     ] {
-        let w = CeleriacWorker::start(&url, flags);
-        let out = py(
-            &url,
-            &url,
+        let w = redis.start_worker(flags);
+        let out = redis.py(
             r#"
 from billiard.exceptions import SoftTimeLimitExceeded
 for _ in range(2):
@@ -216,10 +190,9 @@ for _ in range(2):
 #[test]
 fn a_busy_single_slot_worker_takes_no_second_message() {
     let redis = RedisServer::start();
-    let url = redis.url(0);
-    let _w = CeleriacWorker::start(&url, JWQL);
+    let _w = redis.start_worker(JWQL);
     let mut c = redis.client(0);
-    py(&url, &url, "sleep.delay(2); add.delay(1, 1)", T);
+    redis.py("sleep.delay(2); add.delay(1, 1)", T);
     wait_until(Duration::from_secs(5), "the sleep task to start", || {
         let held: usize = c.hlen("unacked").unwrap();
         (held == 1).then_some(())
@@ -237,14 +210,11 @@ fn a_busy_single_slot_worker_takes_no_second_message() {
 #[test]
 fn two_single_slot_workers_split_a_queue_of_long_tasks() {
     let redis = RedisServer::start();
-    let url = redis.url(0);
-    let a = CeleriacWorker::start(&url, JWQL);
-    let b = CeleriacWorker::start(&url, JWQL);
+    let a = redis.start_worker(JWQL);
+    let b = redis.start_worker(JWQL);
     // Timed inside the client, from the first send to the last result: the interpreter's
     // start-up (seconds on a loaded machine) is no part of what is measured.
-    let out = py(
-        &url,
-        &url,
+    let out = redis.py(
         "t0 = time.monotonic()\nrs = [sleep.delay(1.5) for _ in range(4)]\nvals = [r.get(timeout=30) for r in rs]\nprint(json.dumps(vals), time.monotonic() - t0)",
         T,
     );
@@ -267,21 +237,15 @@ fn two_single_slot_workers_split_a_queue_of_long_tasks() {
 #[test]
 fn warm_shutdown_mid_task_finishes_it_and_gives_the_rest_back() {
     let redis = RedisServer::start();
-    let url = redis.url(0);
-    let mut first = CeleriacWorker::start(
-        &url,
-        &[
-            "-c1",
-            "--prefetch-multiplier",
-            "2",
-            "--acks-late",
-            "-P",
-            "prefork",
-        ],
-    );
-    let ids = py(
-        &url,
-        &url,
+    let mut first = redis.start_worker(&[
+        "-c1",
+        "--prefetch-multiplier",
+        "2",
+        "--acks-late",
+        "-P",
+        "prefork",
+    ]);
+    let ids = redis.py(
         "ids = [sleep.delay(2).id] + [echo.delay(i).id for i in range(4)]\nprint(json.dumps(ids))",
         T,
     );
@@ -305,11 +269,9 @@ fn warm_shutdown_mid_task_finishes_it_and_gives_the_rest_back() {
         meta.is_some_and(|m| m.contains("SUCCESS")),
         "the running task's result is stored"
     );
-    let second = CeleriacWorker::start(&url, &["-c1"]);
-    let out = py(
-        &url,
-        &url,
-        &format!(
+    let second = redis.start_worker(&["-c1"]);
+    let out = redis.py(
+                &format!(
             "from celery.result import AsyncResult\nprint(json.dumps([AsyncResult(i, app=app).get(timeout=20) for i in {ids:?}]))"
         ),
         T,
@@ -327,11 +289,8 @@ fn warm_shutdown_mid_task_finishes_it_and_gives_the_rest_back() {
 #[test]
 fn cold_shutdown_kills_the_running_task_and_requeues_its_message() {
     let redis = RedisServer::start();
-    let url = redis.url(0);
-    let mut first = CeleriacWorker::start(&url, JWQL);
-    let id = py(&url, &url, "print(sleep.delay(30).id)", T)
-        .trim()
-        .to_string();
+    let mut first = redis.start_worker(JWQL);
+    let id = redis.py("print(sleep.delay(30).id)", T).trim().to_string();
     wait_until(Duration::from_secs(5), "the task to start", || {
         first.proc_.output().contains("received").then_some(())
     });
@@ -357,11 +316,8 @@ fn cold_shutdown_kills_the_running_task_and_requeues_its_message() {
 #[test]
 fn countdown_task_waits_without_blocking_others_and_expired_task_is_revoked() {
     let redis = RedisServer::start();
-    let url = redis.url(0);
-    let _w = CeleriacWorker::start(&url, &["-c1", "--prefetch-multiplier", "1"]);
-    let out = py(
-        &url,
-        &url,
+    let _w = redis.start_worker(&["-c1", "--prefetch-multiplier", "1"]);
+    let out = redis.py(
         r#"
 from celery.exceptions import TaskRevokedError
 t0 = time.time()
@@ -392,11 +348,8 @@ except TaskRevokedError as e:
 #[test]
 fn retries_republish_with_the_same_id_and_end_in_success() {
     let redis = RedisServer::start();
-    let url = redis.url(0);
-    let w = CeleriacWorker::start(&url, JWQL);
-    let out = py(
-        &url,
-        &url,
+    let w = redis.start_worker(JWQL);
+    let out = redis.py(
         "r = retry_until.delay(3)\nprint(r.get(timeout=20), r.id)",
         T,
     );
@@ -418,7 +371,6 @@ fn retries_republish_with_the_same_id_and_end_in_success() {
 #[test]
 fn a_retry_received_while_the_original_runs_is_executed_in_every_pool() {
     let redis = RedisServer::start();
-    let url = redis.url(0);
     for flags in [
         &["-c1"][..],
         &["-P", "solo"][..],
@@ -426,10 +378,8 @@ fn a_retry_received_while_the_original_runs_is_executed_in_every_pool() {
         &["-c1", "--acks-late"][..],
         JWQL,
     ] {
-        let w = CeleriacWorker::start(&url, flags);
-        let out = py(
-            &url,
-            &url,
+        let w = redis.start_worker(flags);
+        let out = redis.py(
             "print(json.dumps([retry_until.delay(2).get(timeout=10) for _ in range(3)]))",
             T,
         );
@@ -442,11 +392,8 @@ fn a_retry_received_while_the_original_runs_is_executed_in_every_pool() {
 #[test]
 fn a_message_whose_task_id_is_still_running_is_executed() {
     let redis = RedisServer::start();
-    let url = redis.url(0);
-    let w = CeleriacWorker::start(&url, &["-c1"]);
-    py(
-        &url,
-        &url,
+    let w = redis.start_worker(&["-c1"]);
+    redis.py(
         r#"
 first = sleep.apply_async((1,), task_id="same-id")
 second = add.apply_async((1, 2), task_id="same-id", countdown=1.5)
@@ -516,7 +463,7 @@ fn detached_worker_writes_pidfile_and_log_and_stops_through_the_pidfile() {
     }
     let _guard = KillOnDrop(pid);
     assert_eq!(
-        py(&url, &url, "print(add.delay(2, 3).get(timeout=10))", T).trim(),
+        redis.py("print(add.delay(2, 3).get(timeout=10))", T).trim(),
         "5"
     );
     let log_path = dir.path().join("det.log");
@@ -551,7 +498,6 @@ fn detached_worker_writes_pidfile_and_log_and_stops_through_the_pidfile() {
 #[test]
 fn command_tasks_run_a_program_with_json_on_stdin() {
     let redis = RedisServer::start();
-    let url = redis.url(0);
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("tasks.toml");
     std::fs::write(
@@ -571,19 +517,14 @@ args = ["-c", "sleep 61.777; echo done"]
 "#,
     )
     .unwrap();
-    let _w = CeleriacWorker::start(
-        &url,
-        &[
-            "-c1",
-            "--max-tasks-per-child=1",
-            "--config",
-            cfg.to_str().unwrap(),
-        ],
-    );
-    let out = py(
-        &url,
-        &url,
-        r#"
+    let _w = redis.start_worker(&[
+        "-c1",
+        "--max-tasks-per-child=1",
+        "--config",
+        cfg.to_str().unwrap(),
+    ]);
+    let out = redis.py(
+                r#"
 import subprocess
 from billiard.exceptions import TimeLimitExceeded
 r = app.send_task("jwql.shared_tasks.shared_tasks.run_calwebb_detector1", args=["jw01_uncal.fits; rm -rf /", "NRCA1"], kwargs={"x": 1})
@@ -618,7 +559,7 @@ except TimeLimitExceeded:
 #[test]
 fn sigterm_on_an_idle_worker_exits_zero_quickly() {
     let redis = RedisServer::start();
-    let w = CeleriacWorker::start(&redis.url(0), JWQL);
+    let w = redis.start_worker(JWQL);
     let t0 = Instant::now();
     assert!(w.stop().success());
     assert!(t0.elapsed() < Duration::from_secs(3));
