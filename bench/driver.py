@@ -47,6 +47,7 @@ import redis
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PYDIR = os.path.join(ROOT, "tests", "py")
+APPDIR = os.path.join(PYDIR, "apps")  # Python Celery apps both workers serve (S7-S9)
 META = "celery-task-meta-"
 QUEUE = "celery"
 IMPLS = ("celeriac", "celery")
@@ -98,8 +99,45 @@ SCENARIOS = {
         flags={"celeriac": f"-P prefork {JWQL} --acks-late", "celery": f"-P prefork {JWQL}"},
         env={"CELERIAC_ACKS_LATE": "1"},
     ),
+    # Python tasks: the same Python app (tests/py/apps/pytasks.py, `task_acks_late=True`)
+    # served by `celeriac -A pytasks worker` (a zygote forking a child per task) and by
+    # `celery -A pytasks worker`.
+    "S7": dict(
+        title="S7 Python add, JWQL mode (child per task)",
+        kind="throughput",
+        n=1000, quick_n=200,
+        celery_cap=(20, 60.0), quick_celery_cap=(6, 25.0),
+        app="pytasks", task="pytasks.add",
+        flags={"celeriac": JWQL, "celery": f"-P prefork {JWQL}"},
+    ),
+    "S8": dict(
+        title="S8 Python add, kept children (-c1)",
+        kind="throughput",
+        n=5000, quick_n=1000,
+        celery_cap=(1000, 60.0), quick_celery_cap=(300, 25.0),
+        app="pytasks", task="pytasks.add",
+        flags={"celeriac": "-c1 --prefetch-multiplier 1 -Ofair",
+               "celery": "-P prefork -c1 --prefetch-multiplier 1 -Ofair"},
+    ),
+    # An app whose import takes 1.5 s (tests/py/apps/slow_app.py): launch to first result
+    # against the import time, and the JWQL-mode rate once imported.
+    "S9": dict(
+        title="S9 Python app importing for 1.5 s, JWQL mode",
+        kind="throughput",
+        n=500, quick_n=100,
+        celery_cap=(10, 60.0), quick_celery_cap=(4, 25.0),
+        app="slow_app", task="slow_app.add",
+        flags={"celeriac": JWQL, "celery": f"-P prefork {JWQL}"},
+    ),
+    "S10": dict(
+        title="S10 footprint, JWQL line, Python app",
+        kind="footprint",
+        n=1, quick_n=1,
+        app="pytasks", task="pytasks.add",
+        flags={"celeriac": JWQL, "celery": f"-P prefork {JWQL}"},
+    ),
 }
-ALL = ["S1", "S2", "S3", "S4", "S5", "S6"]
+ALL = ["S1", "S2", "S3", "S4", "S5", "S6", "S7", "S8", "S9", "S10"]
 
 
 def log(msg: str) -> None:
@@ -215,10 +253,18 @@ def pss_kib(pid: int) -> int:
 class Worker:
     """One worker process (celeriac or Python Celery) in its own session."""
 
-    def __init__(self, impl: str, flags: str, name: str, ctx: "Ctx", env_extra=None):
+    def __init__(self, impl: str, flags: str, name: str, ctx: "Ctx", env_extra=None, app=None):
         self.impl, self.ctx, self.name = impl, ctx, name
         url = ctx.url
-        if impl == "celeriac":
+        if app is not None:
+            # A Python app's own tasks: both workers import it from its directory.
+            exe = ctx.celeriac if impl == "celeriac" else os.path.join(
+                os.path.dirname(sys.executable), "celery")
+            self.cmd = [exe, "-A", app, "worker", *flags.split(), "-l", "warning", "-n", name]
+            if impl == "celery":
+                self.cmd += ["--without-mingle", "--without-gossip"]
+            self.cwd = APPDIR
+        elif impl == "celeriac":
             self.cmd = [ctx.celeriac, "-b", url, "worker", *flags.split(),
                         "-l", "warning", "-n", name]
             self.cwd = ROOT
@@ -230,6 +276,7 @@ class Worker:
         self.env = dict(os.environ, CELERY_BROKER_URL=url, CELERY_RESULT_BACKEND=url,
                         PYTHONDONTWRITEBYTECODE="1")
         self.env.pop("CELERIAC_ACKS_LATE", None)
+        self.env["CELERIAC_PYTHON"] = sys.executable
         self.env.update(env_extra or {})
         self.proc = None
         self.known: dict[int, int | None] = {}  # pid -> start time, every process seen
@@ -400,10 +447,12 @@ class Template:
         shared_tasks.app.close()
         return cls(json.loads(raw))
 
-    def make(self, task_id: str, args: list) -> bytes:
+    def make(self, task_id: str, args: list, task: str | None = None) -> bytes:
         m = dict(self.raw)
         h = dict(m["headers"])
         h["id"] = h["root_id"] = task_id
+        if task is not None:
+            h["task"] = task
         h["argsrepr"] = repr(args)
         p = copy.deepcopy(m["properties"])
         p["correlation_id"] = task_id
@@ -515,9 +564,9 @@ def run_throughput(ctx: Ctx, sc_name: str, impl: str, run: int) -> dict:
     ctx.fresh()
     tag = ctx.next_tag()
     ids = [task_id(tag, i) for i in range(n)]
-    push(ctx.r, [ctx.template.make(ids[i], [i, i]) for i in range(n)])
+    push(ctx.r, [ctx.template.make(ids[i], [i, i], sc.get("task")) for i in range(n)])
     w = Worker(impl, ctx.flags(sc_name, impl), f"{sc_name.lower()}-{impl}-{run}@bench", ctx,
-               sc.get("env"))
+               sc.get("env"), app=sc.get("app"))
     w.start()
     w.start_sampling()
     # Generous bound for the full count; a capped run stops at its cap after the first result.
@@ -731,9 +780,9 @@ def run_footprint(ctx: Ctx, sc_name: str, impl: str, run: int) -> dict:
     ctx.fresh()
     tag = ctx.next_tag()
     tid = task_id(tag, 0)
-    ctx.r.lpush(QUEUE, ctx.template.make(tid, [20, 22]))
+    ctx.r.lpush(QUEUE, ctx.template.make(tid, [20, 22], sc.get("task")))
     w = Worker(impl, ctx.flags(sc_name, impl), f"{sc_name.lower()}-{impl}-{run}@bench", ctx,
-               sc.get("env"))
+               sc.get("env"), app=sc.get("app"))
     w.start()
     wait_results(ctx.r, [tid], time.time() + 60.0, w.alive)
     raw = ctx.r.get(META + tid)
@@ -1155,7 +1204,7 @@ def main():
         name, _, count = item.partition("=")
         name = name.upper()
         if name not in SCENARIOS or not count.isdigit() or int(count) < 2:
-            raise SystemExit(f"--n {item}: want S1..S5=COUNT (COUNT >= 2)")
+            raise SystemExit(f"--n {item}: want S1..S9 (not S6)=COUNT (COUNT >= 2)")
         SCENARIOS[name]["n"] = SCENARIOS[name]["quick_n"] = int(count)
     try:
         main_bench(args)

@@ -3,7 +3,7 @@
 # side in one run on one private redis-server, with ratios. Not a test: nothing here fails
 # on a slow figure; it reports.
 #
-#   scripts/bench.sh                  all scenarios (S1..S6), 3 runs each, medians (~13 min)
+#   scripts/bench.sh                  all scenarios (S1..S10), 3 runs each, medians (~20 min)
 #   scripts/bench.sh --quick          smaller N, 1 run each unless --runs (~3 min)
 #   scripts/bench.sh S2 S4            only these scenarios
 #   scripts/bench.sh --runs 5 --n S2=10000 S2
@@ -20,6 +20,11 @@
 #   S4 latency: idle worker, one task at a time, submit-to-start and submit-to-result, 2,000
 #   S5 footprint: idle RSS of the whole worker process tree, launch to first result
 #   S6 locks: scripts/bench-locks.sh (celeriac locks vs redis-py), when it is there
+#   S7 Python tasks, JWQL mode: the same Python app (tests/py/apps/pytasks.py) served by
+#      `celeriac -A pytasks worker` and `celery -A pytasks worker`, 1,000 add
+#   S8 Python tasks, kept children (-c1, the app's task_acks_late=True), 5,000 add
+#   S9 a Python app whose import takes 1.5 s: launch to first result, and the JWQL-mode rate
+#   S10 footprint of the JWQL line serving the Python app (zygote and standbys), RSS and PSS
 #
 # Prints a table (medians; ratio = celeriac/Celery per column) and writes
 # target/bench/bench-<time>.{json,svg} plus latest.{json,svg,txt}; worker logs in
@@ -43,7 +48,7 @@ while [ $# -gt 0 ]; do
     --runs=*) runs=${1#*=} ;;
     --n) driver_args+=(--n "${2:?--n needs S=COUNT}"); shift ;;
     --n=*) driver_args+=(--n "${1#*=}") ;;
-    [sS][1-6]) driver_args+=("$(printf '%s' "$1" | tr s S)") ;;
+    [sS][1-9]|[sS]10) driver_args+=("$(printf '%s' "$1" | tr s S)") ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
   shift

@@ -30,32 +30,30 @@ ensure_chromium() {
   fi
 }
 
+# make_venv DIR REQUIREMENTS: a virtualenv in DIR with REQUIREMENTS installed, made again
+# only when the requirements file changed (a stamp of its hash sits in DIR).
+make_venv() {
+  local dir=$1 reqs=$2 want
+  want=$(sha256sum "$reqs" | cut -c1-16)
+  if [ ! -x "$dir/bin/python" ] || [ "$(cat "$dir/.stamp" 2>/dev/null)" != "$want" ]; then
+    step "creating $dir with $reqs"
+    python3 -m venv "$dir"
+    "$dir/bin/pip" install -q --upgrade pip >/dev/null
+    "$dir/bin/pip" install -q -r "$reqs"
+    echo "$want" > "$dir/.stamp"
+  fi
+}
+
 # The Python venv with the pinned peers (celery, redis-py, flower) in .venv/.
 ensure_venv() {
-  local want
-  want=$(sha256sum scripts/requirements.txt | cut -c1-16)
-  if [ ! -x .venv/bin/python ] || [ "$(cat .venv/.stamp 2>/dev/null)" != "$want" ]; then
-    step "creating .venv with pinned celery, redis, flower"
-    python3 -m venv .venv
-    .venv/bin/pip install -q --upgrade pip >/dev/null
-    .venv/bin/pip install -q -r scripts/requirements.txt
-    echo "$want" > .venv/.stamp
-  fi
+  make_venv .venv scripts/requirements.txt
   .venv/bin/python -c 'import celery, redis, flower' \
     || { echo "the venv lacks celery/redis/flower; delete .venv and rerun" >&2; exit 1; }
 }
 
 # A second venv with Celery 5.5 in .venv-celery55/, for the cross-version test.
 ensure_venv_celery55() {
-  local want
-  want=$(sha256sum scripts/requirements-celery55.txt | cut -c1-16)
-  if [ ! -x .venv-celery55/bin/python ] || [ "$(cat .venv-celery55/.stamp 2>/dev/null)" != "$want" ]; then
-    step "creating .venv-celery55 with celery 5.5"
-    python3 -m venv .venv-celery55
-    .venv-celery55/bin/pip install -q --upgrade pip >/dev/null
-    .venv-celery55/bin/pip install -q -r scripts/requirements-celery55.txt
-    echo "$want" > .venv-celery55/.stamp
-  fi
+  make_venv .venv-celery55 scripts/requirements-celery55.txt
 }
 
 free_port() {

@@ -27,7 +27,7 @@ cargo build --locked --release -p worker --bin celeriac
 export CELERIAC_BIN="$PWD/target/debug/celeriac"
 # The worker-facing suites again on the release binary: the optimiser changes what a task
 # measures (a leaked block nobody reads disappears) and how races fall.
-RELEASE_SUITES='test(/^(worker|faults|differential|payload|interop|canvas)::/)'
+RELEASE_SUITES='test(/^(worker|faults|differential|payload|interop|canvas|python_tasks)::/)'
 step "tests (debug binary)"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --locked --workspace --no-fail-fast "$@"
@@ -43,5 +43,16 @@ else
     CELERIAC_BIN="$PWD/target/release/celeriac" \
       cargo test --locked -p tests --test it --no-fail-fast "$@" -- "$suite::"
   done
+fi
+# The wheel Python users install (maturin `bin` bindings): built, installed into the test
+# venv next to `celery`, and the Python-task tests run again through the installed binary.
+step "the celeriac wheel: build, install into .venv, Python-task tests through it"
+scripts/wheel.sh --install .venv
+if cargo nextest --version >/dev/null 2>&1; then
+  CELERIAC_BIN="$PWD/.venv/bin/celeriac" \
+    cargo nextest run --locked -p tests --no-fail-fast -E 'test(/^python_tasks::/)' "$@"
+else
+  CELERIAC_BIN="$PWD/.venv/bin/celeriac" \
+    cargo test --locked -p tests --test it --no-fail-fast "$@" -- python_tasks::
 fi
 step "all checks passed"

@@ -15,6 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+pub mod apps;
 pub mod runs;
 
 /// Root of the workspace (the directory holding the top-level `Cargo.toml`).

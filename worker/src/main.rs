@@ -7,6 +7,7 @@
 mod cli;
 mod command;
 mod daemon;
+mod pyapp;
 mod runtime;
 
 use clap::Parser;
@@ -41,7 +42,7 @@ fn main() -> ExitCode {
             // Task bodies (and their child processes) take global locks where the broker
             // is, as JWQL keeps broker and locks in one Redis.
             // SAFETY: no other thread exists yet.
-            unsafe { std::env::set_var("CELERIAC_LOCK_URL", &cli.broker) };
+            unsafe { std::env::set_var("CELERIAC_LOCK_URL", cli.broker_url()) };
         }
     }
     // In-process pools run task bodies on runtime threads: one per slot, plus two for the
@@ -73,13 +74,26 @@ fn main() -> ExitCode {
 /// Run the command; its `Ok` value is the exit code.
 async fn run(cli: Cli) -> anyhow::Result<u8> {
     let backend = cli.backend_url();
-    let broker = cli.broker.as_str();
+    let broker = cli.broker_url().to_string();
+    let broker = broker.as_str();
+    let (app, given_broker, given_backend) = (
+        cli.app.clone(),
+        cli.broker.clone(),
+        cli.result_backend.clone(),
+    );
     if !matches!(cli.command, Command::Worker(_)) {
         // The worker sets up its own logging, to its log file when it has one.
         init_cli_logging(&cli.cli_loglevel);
     }
     match cli.command {
-        Command::Worker(w) => cmd::worker::run(*w, broker, &backend).await,
+        Command::Worker(w) => {
+            let given = cmd::worker::Given {
+                app: app.as_deref(),
+                broker: given_broker.as_deref(),
+                backend: given_backend.as_deref(),
+            };
+            cmd::worker::run(*w, given).await
+        }
         Command::Call(a) => cmd::call::run(a, broker, &backend).await,
         Command::Result(a) => cmd::result::run(a, &backend).await,
         Command::Purge(a) => cmd::purge::run(a, broker, &backend).await,

@@ -12,6 +12,7 @@ mod keyguide;
 mod locks;
 mod operate;
 mod payload;
+mod python_tasks;
 mod security;
 mod sentinel;
 mod worker;

@@ -19,20 +19,16 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "celeriac", version, about, propagate_version = true)]
 pub(crate) struct Cli {
-    /// Application name; accepted for compatibility with `celery -A shared_tasks ...` (the
-    /// task registry is compiled in).
+    /// The Celery app (`module`, `module:attr`, `package`): a Python app in the current
+    /// directory or on PYTHONPATH is served by `worker` with its own tasks and
+    /// configuration; any other name is accepted for compatibility and the built-in tasks
+    /// are served.
     #[arg(short = 'A', long = "app", global = true)]
     pub app: Option<String>,
 
-    /// Broker URL.
-    #[arg(
-        short = 'b',
-        long = "broker",
-        global = true,
-        env = "CELERY_BROKER_URL",
-        default_value = "redis://127.0.0.1:6379/0"
-    )]
-    pub broker: String,
+    /// Broker URL (default: the Python app's `broker_url`, else redis://127.0.0.1:6379/0).
+    #[arg(short = 'b', long = "broker", global = true, env = "CELERY_BROKER_URL")]
+    pub broker: Option<String>,
 
     /// Result backend URL (default: the broker URL).
     #[arg(long = "result-backend", global = true, env = "CELERY_RESULT_BACKEND")]
@@ -51,13 +47,21 @@ pub(crate) struct Cli {
     pub command: Command,
 }
 
+/// The broker when none is given and no Python app names one.
+pub(crate) const DEFAULT_BROKER: &str = "redis://127.0.0.1:6379/0";
+
 impl Cli {
+    /// The broker URL: `-b`, else `$CELERY_BROKER_URL`, else [`DEFAULT_BROKER`].
+    pub(crate) fn broker_url(&self) -> &str {
+        self.broker.as_deref().unwrap_or(DEFAULT_BROKER)
+    }
+
     /// The backend URL, defaulting to the broker's (Celery's `result_backend` is separate,
     /// but JWQL keeps results in the broker's database and passes no flag for it).
     pub(crate) fn backend_url(&self) -> String {
         self.result_backend
             .clone()
-            .unwrap_or_else(|| self.broker.clone())
+            .unwrap_or_else(|| self.broker_url().to_string())
     }
 }
 
@@ -130,7 +134,7 @@ mod tests {
         assert_eq!(w.loglevel, LogLevel::Debug);
         assert_eq!(
             (w.concurrency, w.max_tasks_per_child, w.prefetch_multiplier),
-            (Some(1), 1, 1)
+            (Some(1), Some(1), Some(1))
         );
         assert_eq!(cli.app.as_deref(), Some("shared_tasks"));
     }

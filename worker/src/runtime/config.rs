@@ -71,6 +71,9 @@ pub(crate) struct WorkerConfig {
     /// Attempts before giving up at start-up (`broker_connection_max_retries`, default 100;
     /// `None` = forever).
     pub connection_max_retries: Option<u32>,
+    /// The Python app's tasks (`-A` naming a Python app), with the Celery task attributes
+    /// the parent side applies: ack plan, time and rate limits.
+    pub python_tasks: std::collections::BTreeMap<String, super::zygote::PyTask>,
 }
 
 impl WorkerConfig {
@@ -102,6 +105,7 @@ impl WorkerConfig {
             exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("celeriac")),
             connection_retry_on_startup: true,
             connection_max_retries: Some(100),
+            python_tasks: Default::default(),
         }
     }
 }

@@ -209,7 +209,7 @@ pub(super) fn on_delivery(inner: &Arc<Worker>, d: Delivery) {
     // What settles a message without running it (unknown task, revoked or expired) writes
     // its result and ack on the main runtime, as every result and ack does, not on this
     // thread.
-    if inner.registry.get(&msg.headers.task).is_none() {
+    if !inner.serves(&msg.headers.task) {
         let w = inner.clone();
         inner
             .main

@@ -5,7 +5,9 @@
 //! interpreter) is one more implementation.
 
 use super::child::{ChildOutcome, ChildRequest, execute};
+use super::zygote::PyReport;
 use celeriac::task::Registry;
+use celeriac::transport::Delivery;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -23,6 +25,9 @@ pub(crate) enum ExecOutcome {
     TimeLimit(f64),
     /// Killed by a revoke with `terminate` (signal number).
     Terminated(i32),
+    /// A Python task ran through Celery's tracer, which stored its result itself
+    /// ([`super::zygote`]); what is left is the parent's part: events and the ack.
+    Traced(PyReport),
 }
 
 /// The future of one run.
@@ -30,13 +35,15 @@ pub(crate) type RunFuture<'a> = Pin<Box<dyn Future<Output = ExecOutcome> + Send 
 
 /// Runs task bodies.
 pub(crate) trait Executor: Send + Sync + std::fmt::Debug {
-    /// Run one request. `started` is told the pid of the process running it (for `inspect
+    /// Run one request (`delivery` is its message as received: an executor that hands the
+    /// message on whole, as the Python one does, passes those bytes). `started` is told the pid of the process running it (for `inspect
     /// active` and for freeing the locks of a process that died); a signal number received
     /// on `terminate` (a revoke with `terminate`) ends the run early. `hard_limit` ends it
     /// as [`ExecOutcome::TimeLimit`] where the executor can enforce it.
     fn run<'a>(
         &'a self,
         req: ChildRequest,
+        delivery: Arc<Delivery>,
         hard_limit: Option<Duration>,
         started: Box<dyn FnOnce(u32) + Send + 'a>,
         terminate: mpsc::UnboundedReceiver<i32>,
@@ -61,6 +68,7 @@ impl Executor for InProcess {
     fn run<'a>(
         &'a self,
         req: ChildRequest,
+        _delivery: Arc<Delivery>,
         _hard_limit: Option<Duration>,
         started: Box<dyn FnOnce(u32) + Send + 'a>,
         _terminate: mpsc::UnboundedReceiver<i32>,
@@ -75,5 +83,46 @@ impl Executor for InProcess {
 
     fn pids(&self) -> Vec<u32> {
         vec![std::process::id()]
+    }
+}
+
+/// One worker, several kinds of task: the Python app's tasks go to the zygote, everything
+/// else (built-in Rust tasks, command tasks) to the executor the pool flags chose.
+#[derive(Debug)]
+pub(crate) struct Routed {
+    /// The Python app's executor.
+    pub python: Arc<super::zygote::PythonPool>,
+    /// The names it serves.
+    pub python_names: std::collections::HashSet<String>,
+    /// The executor for the rest.
+    pub rest: Box<dyn Executor>,
+}
+
+impl Executor for Routed {
+    fn run<'a>(
+        &'a self,
+        req: ChildRequest,
+        delivery: Arc<Delivery>,
+        hard_limit: Option<Duration>,
+        started: Box<dyn FnOnce(u32) + Send + 'a>,
+        terminate: mpsc::UnboundedReceiver<i32>,
+    ) -> RunFuture<'a> {
+        if self.python_names.contains(&req.task) {
+            self.python
+                .run(req, delivery, hard_limit, started, terminate)
+        } else {
+            self.rest.run(req, delivery, hard_limit, started, terminate)
+        }
+    }
+
+    fn kill_all(&self) {
+        self.python.kill_all();
+        self.rest.kill_all();
+    }
+
+    fn pids(&self) -> Vec<u32> {
+        let mut pids = self.python.pids();
+        pids.extend(self.rest.pids());
+        pids
     }
 }

@@ -35,6 +35,7 @@ mod request;
 pub(crate) mod shutdown;
 pub(crate) mod state;
 mod worker;
+pub(crate) mod zygote;
 
 pub(crate) use config::{PoolMode, WorkerConfig};
 pub(crate) use worker::{Exit, WorkerError};
@@ -59,6 +60,7 @@ use worker::{Worker, connect_at_startup};
 pub(crate) async fn run(
     cfg: WorkerConfig,
     registry: Registry,
+    python: Option<Arc<zygote::PythonPool>>,
     shutdown: Shutdown,
 ) -> Result<Exit, WorkerError> {
     let Some(broker) = connect_at_startup(&cfg, &shutdown, &cfg.broker_url, || {
@@ -78,6 +80,26 @@ pub(crate) async fn run(
     let backend = backend.with_expires(cfg.result_expires);
     let registry = Arc::new(registry);
     let state = Arc::new(State::new(cfg.node.clone()));
+    // A Python task's own limits (`Task.time_limit`, `Task.rate_limit`) sit where `control
+    // time_limit` / `rate_limit` put theirs: on the task, above the worker's defaults.
+    for (name, t) in &cfg.python_tasks {
+        if t.time_limit.is_some() || t.soft_time_limit.is_some() {
+            state
+                .time_limits
+                .lock()
+                .expect("time limits")
+                .insert(name.clone(), (t.time_limit, t.soft_time_limit));
+        }
+        if let Some(r) = t.rate_limit.as_deref().and_then(state::RateLimit::parse)
+            && r.per_second > 0.0
+        {
+            state
+                .rate_limits
+                .lock()
+                .expect("rate limits")
+                .insert(name.clone(), r);
+        }
+    }
     let events = Events::start(broker.clone(), state.clone(), cfg.task_events);
     let executor: Box<dyn Executor> = match cfg.pool {
         PoolMode::InProcess => Box::new(executor::InProcess(registry.clone())),
@@ -90,9 +112,20 @@ pub(crate) async fn run(
                 cfg.command_tasks.clone(),
                 cfg.concurrency,
             );
-            pool.warm_up()?;
+            // With a Python app, its zygote keeps the standby; Rust children start on demand.
+            if python.is_none() {
+                pool.warm_up()?;
+            }
             Box::new(pool)
         }
+    };
+    let executor: Box<dyn Executor> = match &python {
+        Some(py) => Box::new(executor::Routed {
+            python: py.clone(),
+            python_names: cfg.python_tasks.keys().cloned().collect(),
+            rest: executor,
+        }),
+        None => executor,
     };
     let (ready_tx, ready_rx) = mpsc::unbounded_channel();
     let inner = Arc::new(Worker {
@@ -108,6 +141,7 @@ pub(crate) async fn run(
         state,
         events,
         executor,
+        python: python.clone(),
         shutdown,
         ready_tx,
         jobs: AtomicU64::new(0),
@@ -153,6 +187,9 @@ pub(crate) async fn run(
         .events
         .send("worker-offline", inner.events.worker_fields(freq));
     pidbox.stop().await;
+    if let Some(py) = &python {
+        py.stop().await;
+    }
     inner.events.flush(Duration::from_secs(2)).await;
     drop(consumer);
     tracing::info!(?exit, "worker stopped");

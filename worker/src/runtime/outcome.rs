@@ -10,6 +10,7 @@ use super::executor::ExecOutcome;
 use super::request::{AckPlan, Request};
 use super::shutdown::Phase;
 use super::worker::Worker;
+use super::zygote::PyReport;
 use celeriac::protocol::result::ExtendedFields;
 use celeriac::protocol::{ExceptionInfo, ResultMeta, State as TaskState, TaskMessage};
 use celeriac::retry::{Backoff, retry};
@@ -230,6 +231,7 @@ async fn finish(
             callbacks::retry(inner, msg, countdown, &exc).await;
             AckAction::Ack
         }
+        ExecOutcome::Traced(report) => traced(inner, msg, report, plan),
         ExecOutcome::TimeLimit(secs) => {
             tracing::error!(task_id = %id, "Hard time limit ({secs}s) exceeded for {name}[{id}]");
             if let AckPlan::Late {
@@ -275,6 +277,79 @@ async fn finish(
             AckAction::Ack
         }
     }
+}
+
+/// The parent's part after Celery's tracer ran a Python task in a child and stored its
+/// result there (`Request.on_success` / `on_failure` / `on_retry`): events, and what becomes
+/// of the message.
+fn traced(inner: &Worker, msg: &TaskMessage, report: PyReport, plan: AckPlan) -> AckAction {
+    let id = &msg.headers.id;
+    let name = &msg.headers.task;
+    match report {
+        PyReport::Success { result, runtime } => {
+            tracing::info!(task_id = %id, task = %name, runtime, "Task {name}[{id}] succeeded in {runtime:.6}s: {result}");
+            inner.events.task(
+                "task-succeeded",
+                fields(&[
+                    ("uuid", json!(id)),
+                    ("result", json!(result)),
+                    ("runtime", json!(runtime)),
+                ]),
+            );
+            AckAction::Ack
+        }
+        PyReport::Failure {
+            exception,
+            traceback,
+        } => {
+            tracing::error!(task_id = %id, task = %name, "Task {name}[{id}] raised unexpected: {exception}");
+            exception_event(inner, "task-failed", id, &exception, traceback.as_deref());
+            // A late ack with `acks_on_failure_or_timeout` false is kombu's
+            // `reject(requeue=False)`, which on Redis removes the message as an ack does.
+            AckAction::Ack
+        }
+        PyReport::Retry {
+            exception,
+            traceback,
+        } => {
+            tracing::info!(task_id = %id, task = %name, "Task {name}[{id}] retry: {exception}");
+            exception_event(inner, "task-retried", id, &exception, traceback.as_deref());
+            AckAction::Ack
+        }
+        PyReport::Ignored => AckAction::Ack,
+        PyReport::Rejected {
+            requeue,
+            exception,
+            traceback,
+        } => {
+            if requeue {
+                tracing::warn!(task_id = %id, task = %name, "Task {name}[{id}] rejected and requeued: {exception}");
+                // An early-acked message cannot be rejected any more (kombu: `reject` on an
+                // acknowledged message does nothing).
+                return match plan {
+                    AckPlan::Late { .. } => AckAction::Requeue,
+                    AckPlan::Early => AckAction::Ack,
+                };
+            }
+            exception_event(inner, "task-failed", id, &exception, traceback.as_deref());
+            AckAction::Ack
+        }
+        // Turned into a lost worker by the executor; listed so a new report kind is not
+        // silently acked.
+        PyReport::Lost { .. } => AckAction::Ack,
+    }
+}
+
+/// `task-failed` / `task-retried` with the exception and traceback a Python child reported.
+fn exception_event(inner: &Worker, kind: &str, id: &str, exception: &str, traceback: Option<&str>) {
+    inner.events.task(
+        kind,
+        fields(&[
+            ("uuid", json!(id)),
+            ("exception", json!(exception)),
+            ("traceback", json!(traceback)),
+        ]),
+    );
 }
 
 /// Store FAILURE (acking with it when `ack_tag` is given and possible); returns whether acked.

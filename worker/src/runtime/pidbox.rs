@@ -148,6 +148,26 @@ async fn dispatch(inner: &Arc<Worker>, req: &ControlRequest) -> Option<Value> {
     let node = &inner.cfg.node;
     Some(match req.method.as_str() {
         "ping" => json!({"ok": "pong"}),
+        "pool_restart" => match &inner.python {
+            // Celery answers `reload started` and restarts in the background; so do we,
+            // and say in the log when the new code serves.
+            Some(py) => {
+                let py = py.clone();
+                tokio::spawn(async move {
+                    match py.pool_restart().await {
+                        Ok(pid) => tracing::warn!(
+                            pid,
+                            "pool restart: the new Python code serves new tasks"
+                        ),
+                        Err(e) => {
+                            tracing::error!(error = %e, "pool restart failed; the running code keeps serving")
+                        }
+                    }
+                });
+                json!({"ok": "reload started"})
+            }
+            None => json!({"error": "Pool restarts not enabled: this worker serves no Python app"}),
+        },
         "shutdown" => {
             tracing::warn!("Got shutdown from remote");
             inner.shutdown.escalate(Phase::Warm);
@@ -168,7 +188,7 @@ async fn dispatch(inner: &Arc<Worker>, req: &ControlRequest) -> Option<Value> {
         "scheduled" => json!(s.scheduled()),
         "revoked" => json!(s.revoked.lock().expect("revoked").list()),
         "registered" | "dump_tasks" => {
-            let mut names = inner.registry.names();
+            let mut names = inner.task_names();
             let limits = s.rate_limits.lock().expect("rate limits");
             for n in &mut names {
                 if let Some(r) = limits.get(n) {
@@ -264,7 +284,7 @@ async fn dispatch(inner: &Arc<Worker>, req: &ControlRequest) -> Option<Value> {
         }
         "rate_limit" => {
             let name = args.get("task_name").and_then(Value::as_str).unwrap_or("");
-            if inner.registry.get(name).is_none() {
+            if !inner.serves(name) {
                 json!({"error": "unknown task"})
             } else {
                 match args.get("rate_limit") {
@@ -299,7 +319,7 @@ async fn dispatch(inner: &Arc<Worker>, req: &ControlRequest) -> Option<Value> {
         }
         "time_limit" => {
             let name = args.get("task_name").and_then(Value::as_str).unwrap_or("");
-            if inner.registry.get(name).is_none() {
+            if !inner.serves(name) {
                 json!({"error": "unknown task"})
             } else {
                 let hard = args.get("hard").and_then(Value::as_f64);

@@ -246,6 +246,7 @@ impl Executor for Arc<ChildPool> {
     fn run<'a>(
         &'a self,
         req: ChildRequest,
+        _delivery: Arc<celeriac::transport::Delivery>,
         hard_limit: Option<Duration>,
         started: Box<dyn FnOnce(u32) + Send + 'a>,
         mut terminate: mpsc::UnboundedReceiver<i32>,

@@ -71,7 +71,20 @@ pub(super) enum AckPlan {
 }
 
 impl AckPlan {
-    fn of(cfg: &super::config::WorkerConfig) -> Self {
+    /// The plan for a task named `task`: a Python task's own attributes (`Task.acks_late`,
+    /// which Celery defaults from `task_acks_late`), else the worker's flags; the flags can
+    /// only add late acking, as `--acks-late` is the worker-wide setting.
+    fn of(cfg: &super::config::WorkerConfig, task: &str) -> Self {
+        if let Some(t) = cfg.python_tasks.get(task) {
+            if t.acks_late || cfg.acks_late {
+                return AckPlan::Late {
+                    reject_on_worker_lost: t.reject_on_worker_lost || cfg.reject_on_worker_lost,
+                    on_failure_or_timeout: t.acks_on_failure_or_timeout
+                        && cfg.acks_on_failure_or_timeout,
+                };
+            }
+            return AckPlan::Early;
+        }
         if cfg.acks_late {
             AckPlan::Late {
                 reject_on_worker_lost: cfg.reject_on_worker_lost,
@@ -118,7 +131,7 @@ pub(super) async fn run(worker: &Arc<Worker>, request: Request) {
         return;
     }
     let (term_tx, term_rx) = mpsc::unbounded_channel();
-    let plan = AckPlan::of(&worker.cfg);
+    let plan = AckPlan::of(&worker.cfg, &msg.headers.task);
     worker.state.start(
         tag,
         term_tx,
@@ -134,7 +147,8 @@ pub(super) async fn run(worker: &Arc<Worker>, request: Request) {
     worker
         .events
         .task("task-started", outcome::fields(&[("uuid", json!(id))]));
-    if worker.cfg.track_started {
+    // A Python task's tracer stores STARTED itself (with the child's pid), as Celery's does.
+    if worker.cfg.track_started && !worker.cfg.python_tasks.contains_key(&msg.headers.task) {
         let mut m = ResultMeta::new(
             id,
             TaskState::Started,
@@ -170,13 +184,14 @@ pub(super) async fn run(worker: &Arc<Worker>, request: Request) {
         .executor
         .run(
             req,
+            delivery.clone(),
             hard.as_ref().map(|l| l.after),
             Box::new(move |pid| state.set_worker_pid(tag, pid)),
             term_rx,
         )
         .await;
     let runtime = t0.elapsed().as_secs_f64();
-    if !matches!(outcome, ExecOutcome::Done(_)) {
+    if !matches!(outcome, ExecOutcome::Done(_) | ExecOutcome::Traced(_)) {
         release_locks_of_dead_child(worker, tag);
     }
     let shown = hard.map(|l| l.shown);

@@ -60,6 +60,8 @@ pub(crate) struct Worker {
     pub events: Events,
     /// Where task bodies run.
     pub executor: Box<dyn Executor>,
+    /// The Python app's zygotes, when `-A` names one (for `pool_restart`).
+    pub python: Option<Arc<super::zygote::PythonPool>>,
     /// The shutdown phase, shared with the signal handlers.
     pub shutdown: Shutdown,
     /// Runnable requests waiting for a slot, in order.
@@ -78,6 +80,23 @@ pub(crate) struct Worker {
     pub(super) same_database: bool,
     /// The main runtime, where requests run (the consumer has a thread of its own).
     pub(super) main: tokio::runtime::Handle,
+}
+
+impl Worker {
+    /// Whether this worker serves `task`: a built-in or command task, or one of the Python
+    /// app's.
+    pub(crate) fn serves(&self, task: &str) -> bool {
+        self.registry.get(task).is_some() || self.cfg.python_tasks.contains_key(task)
+    }
+
+    /// Every task name served, sorted (`inspect registered`).
+    pub(crate) fn task_names(&self) -> Vec<String> {
+        let mut names = self.registry.names();
+        names.extend(self.cfg.python_tasks.keys().cloned());
+        names.sort();
+        names.dedup();
+        names
+    }
 }
 
 /// Connect at start-up the way Celery's consumer does (`broker_connection_retry_on_startup`,

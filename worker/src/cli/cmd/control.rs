@@ -77,6 +77,13 @@ pub(crate) enum ControlCmd {
         #[command(flatten)]
         target: Target,
     },
+    /// Load new Python code: a worker serving a Python app starts a fresh zygote (which
+    /// imports the app again) for new tasks; running tasks finish in the old one.
+    PoolRestart {
+        /// Which nodes: every live one, or those named with `-d`.
+        #[command(flatten)]
+        target: Target,
+    },
 }
 
 /// The pidbox arguments of a command, named as Celery's control handlers take them.
@@ -136,6 +143,16 @@ pub(crate) async fn run(cmd: ControlCmd, broker_url: &str) -> Result<u8> {
         ControlCmd::CancelConsumer { queue, target } => (
             "cancel_consumer",
             arguments(&[("queue", json!(queue))]),
+            target,
+        ),
+        // Celery's `control pool_restart` arguments, as its CLI sends them.
+        ControlCmd::PoolRestart { target } => (
+            "pool_restart",
+            arguments(&[
+                ("modules", Value::Null),
+                ("reload", json!(false)),
+                ("reloader", Value::Null),
+            ]),
             target,
         ),
     };

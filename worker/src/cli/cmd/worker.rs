@@ -4,8 +4,9 @@
 //! Detaching (`-D`) happens in `main`, before any thread exists; everything else the worker
 //! needs before it runs is here.
 
+use crate::runtime::zygote::{AppReport, PythonPool, ZygoteSpec};
 use crate::runtime::{self, PoolMode, WorkerConfig};
-use crate::{command, daemon};
+use crate::{command, daemon, pyapp};
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use std::path::{Path, PathBuf};
@@ -30,6 +31,17 @@ pub(crate) enum LogLevel {
 }
 
 impl LogLevel {
+    /// Python's `logging` level name, for the app's side.
+    pub(crate) fn python_name(self) -> &'static str {
+        match self {
+            LogLevel::Debug => "DEBUG",
+            LogLevel::Info => "INFO",
+            LogLevel::Warning => "WARNING",
+            LogLevel::Error => "ERROR",
+            LogLevel::Critical | LogLevel::Fatal => "CRITICAL",
+        }
+    }
+
     /// The tracing filter directive.
     pub(crate) fn directive(self) -> &'static str {
         match self {
@@ -64,11 +76,13 @@ pub(crate) struct WorkerArgs {
     #[arg(short = 'P', long = "pool", value_enum, ignore_case = true)]
     pub pool: Option<PoolKind>,
     /// Tasks a child runs before it is replaced (1 = a fresh process per task; 0 = no limit).
-    #[arg(long = "max-tasks-per-child", default_value_t = 0)]
-    pub max_tasks_per_child: u64,
-    /// Prefetch = concurrency × this (0 = unlimited).
-    #[arg(long = "prefetch-multiplier", default_value_t = 4)]
-    pub prefetch_multiplier: usize,
+    /// Default: the Python app's `worker_max_tasks_per_child`, else 0.
+    #[arg(long = "max-tasks-per-child")]
+    pub max_tasks_per_child: Option<u64>,
+    /// Prefetch = concurrency × this (0 = unlimited). Default: the Python app's
+    /// `worker_prefetch_multiplier`, else 4.
+    #[arg(long = "prefetch-multiplier")]
+    pub prefetch_multiplier: Option<usize>,
     /// Scheduling strategy: `fair` and `default` are both fair (a task never goes to a busy slot).
     #[arg(short = 'O', value_parser = ["fair", "default", "fast", "fcfs"], default_value = "fair")]
     pub optimization: String,
@@ -118,15 +132,17 @@ pub(crate) struct WorkerArgs {
     #[arg(long = "soft-time-limit")]
     pub soft_time_limit: Option<f64>,
     /// kombu's visibility timeout in seconds, for messages held by non-celeriac consumers.
-    #[arg(long = "visibility-timeout", default_value_t = 3600.0)]
-    pub visibility_timeout: f64,
+    /// Default: the Python app's `broker_transport_options`, else 3600.
+    #[arg(long = "visibility-timeout")]
+    pub visibility_timeout: Option<f64>,
     /// Lease in seconds: a celeriac worker's held message is restored when its holder has not
     /// refreshed it for this long.
     #[arg(long = "lease", default_value_t = 30.0)]
     pub lease: f64,
-    /// Result expiry in seconds (`result_expires`; 0 = never).
-    #[arg(long = "result-expires", default_value_t = 86400)]
-    pub result_expires: u64,
+    /// Result expiry in seconds (`result_expires`; 0 = never). Default: the Python app's,
+    /// else one day.
+    #[arg(long = "result-expires")]
+    pub result_expires: Option<u64>,
     /// Store name/args/kwargs/worker/retries/queue in results (`result_extended`).
     #[arg(long = "result-extended")]
     pub result_extended: bool,
@@ -162,6 +178,22 @@ pub(crate) struct WorkerArgs {
     /// Do not send heartbeats (not recommended: Flower and `status` use them).
     #[arg(long = "without-heartbeat")]
     pub without_heartbeat: bool,
+    /// The Python interpreter that serves the app named by `-A` (default: $CELERIAC_PYTHON,
+    /// else `python3` on PATH). Giving it also says `-A` is a Python app when the app is
+    /// installed rather than in the current directory.
+    #[arg(long = "python")]
+    pub python: Option<PathBuf>,
+}
+
+/// What the global options say, as given (`None` when not given).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Given<'a> {
+    /// `-A`.
+    pub app: Option<&'a str>,
+    /// `-b` or `$CELERY_BROKER_URL`.
+    pub broker: Option<&'a str>,
+    /// `--result-backend` or `$CELERY_RESULT_BACKEND`.
+    pub backend: Option<&'a str>,
 }
 
 impl WorkerArgs {
@@ -175,24 +207,39 @@ impl WorkerArgs {
     /// `WorkController.setup_defaults`: a falsy concurrency means `cpu_count()`); `-P solo`
     /// has exactly one.
     pub(crate) fn concurrency(&self) -> usize {
+        self.concurrency_or(None)
+    }
+
+    /// [`WorkerArgs::concurrency`], with the Python app's `worker_concurrency` where `-c`
+    /// is not given.
+    fn concurrency_or(&self, app: Option<u64>) -> usize {
         if self.pool == Some(PoolKind::Solo) {
             return 1;
         }
-        match self.concurrency {
+        match self.concurrency.or(app.map(|n| n as usize)) {
             Some(n) if n > 0 => n,
             _ => std::thread::available_parallelism().map_or(1, |n| n.get()),
         }
     }
 
     /// The worker's configuration, validated: the node name expanded for this `host`, the
-    /// queues left after `-X`, every duration checked. Only the URLs come from elsewhere
-    /// (global options). Logs nothing: logging is not set up yet when this runs.
-    pub(crate) fn config(&self, broker: &str, backend: &str, host: &str) -> Result<WorkerConfig> {
-        let concurrency = self.concurrency();
-        let mut queues: Vec<String> = if self.queues.is_empty() {
-            vec![celeriac::DEFAULT_QUEUE.into()]
-        } else {
+    /// queues left after `-X`, every duration checked. The URLs come from the global
+    /// options; a Python `app`'s configuration fills in what the flags leave unsaid (flags
+    /// win, as in Celery). Logs nothing: logging is not set up yet when this runs.
+    pub(crate) fn config(
+        &self,
+        broker: &str,
+        backend: &str,
+        host: &str,
+        app: Option<&AppReport>,
+    ) -> Result<WorkerConfig> {
+        let concurrency = self.concurrency_or(app.and_then(|a| a.worker_concurrency));
+        let mut queues: Vec<String> = if !self.queues.is_empty() {
             self.queues.clone()
+        } else if let Some(q) = app.and_then(|a| a.task_default_queue.clone()) {
+            vec![q]
+        } else {
+            vec![celeriac::DEFAULT_QUEUE.into()]
         };
         queues.retain(|q| !q.is_empty() && !self.exclude_queues.contains(q));
         if queues.is_empty() {
@@ -207,27 +254,45 @@ impl WorkerArgs {
             PoolMode::InProcess
         } else {
             PoolMode::Children {
-                max_tasks_per_child: self.max_tasks_per_child,
+                max_tasks_per_child: self.max_tasks_per_child(app),
             }
         };
-        cfg.prefetch = concurrency * self.prefetch_multiplier;
+        let multiplier = self
+            .prefetch_multiplier
+            .or(app.and_then(|a| a.worker_prefetch_multiplier.map(|m| m as usize)))
+            .unwrap_or(4);
+        cfg.prefetch = concurrency * multiplier;
         cfg.acks_late = self.acks_late;
         cfg.reject_on_worker_lost = self.reject_on_worker_lost;
         cfg.acks_on_failure_or_timeout = !self.no_acks_on_failure_or_timeout;
-        cfg.task_events = self.task_events;
+        cfg.task_events = self.task_events || app.is_some_and(|a| a.worker_send_task_events);
         cfg.time_limit = self
             .time_limit
+            .or(app.and_then(|a| a.task_time_limit))
             .map(|s| secs(s, "--time-limit"))
             .transpose()?;
         cfg.soft_time_limit = self
             .soft_time_limit
+            .or(app.and_then(|a| a.task_soft_time_limit))
             .map(|s| secs(s, "--soft-time-limit"))
             .transpose()?;
-        cfg.visibility_timeout = secs(self.visibility_timeout, "--visibility-timeout")?;
+        let app_visibility = app.map(pyapp::transport_options).transpose()?.flatten();
+        cfg.visibility_timeout = secs(
+            self.visibility_timeout.or(app_visibility).unwrap_or(3600.0),
+            "--visibility-timeout",
+        )?;
         cfg.lease = secs(self.lease, "--lease")?.max(Duration::from_millis(600));
-        cfg.result_expires = Duration::from_secs(self.result_expires);
-        cfg.result_extended = self.result_extended;
-        cfg.track_started = self.track_started;
+        cfg.result_expires = match (self.result_expires, app.map(|a| a.result_expires)) {
+            (Some(s), _) => Duration::from_secs(s),
+            (None, Some(Some(s))) => secs(s, "result_expires")?,
+            (None, Some(None)) => Duration::ZERO,
+            (None, None) => celeriac::backend::DEFAULT_RESULT_EXPIRES,
+        };
+        cfg.result_extended = self.result_extended || app.is_some_and(|a| a.result_extended);
+        cfg.track_started = self.track_started || app.is_some_and(|a| a.task_track_started);
+        if let Some(a) = app {
+            cfg.python_tasks = a.tasks.clone();
+        }
         cfg.max_message_size = self.max_message_size;
         cfg.heartbeat = (!self.without_heartbeat)
             .then(|| secs(self.heartbeat_interval, "--heartbeat-interval"))
@@ -241,6 +306,15 @@ impl WorkerArgs {
     }
 }
 
+impl WorkerArgs {
+    /// `--max-tasks-per-child`, else the Python app's `worker_max_tasks_per_child`, else 0.
+    fn max_tasks_per_child(&self, app: Option<&AppReport>) -> u64 {
+        self.max_tasks_per_child
+            .or(app.and_then(|a| a.worker_max_tasks_per_child))
+            .unwrap_or(0)
+    }
+}
+
 /// Seconds given on the command line as a [`Duration`], refusing what is not one.
 fn secs(s: f64, what: &str) -> Result<Duration> {
     if s.is_finite() && s >= 0.0 {
@@ -251,34 +325,162 @@ fn secs(s: f64, what: &str) -> Result<Duration> {
 }
 
 /// Run a worker until it is shut down: exit 0 after a warm shutdown, 1 after a cold one.
-pub(crate) async fn run(w: WorkerArgs, broker: &str, backend: &str) -> Result<u8> {
-    let cfg = w.config(broker, backend, &celeriac::client::hostname())?;
-    let logfile = w.logfile.as_deref().map(|f| node_format(f, &cfg.node));
+pub(crate) async fn run(w: WorkerArgs, given: Given<'_>) -> Result<u8> {
+    let host = celeriac::client::hostname();
+    let cwd = std::env::current_dir().context("reading the current directory")?;
+    let python_app = given
+        .app
+        .filter(|a| w.python.is_some() || pyapp::is_python_app(a, &cwd));
+    let node = node_name(w.hostname.as_deref(), &host);
+    let logfile = w.logfile.as_deref().map(|f| node_format(f, &node));
     daemon::init_logging(w.loglevel.directive(), logfile.as_deref())?;
     let _pidfile = match &w.pidfile {
-        Some(p) => Some(daemon::Pidfile::create(&node_format(p, &cfg.node))?),
+        Some(p) => Some(daemon::Pidfile::create(&node_format(p, &node))?),
         None => None,
     };
+    // A Python app is imported first: its configuration decides the broker, the queues and
+    // the rest of what the flags leave unsaid, and an app that fails to import stops the
+    // worker before it consumes anything.
+    let (python, report) = match python_app {
+        Some(app) => {
+            let (pool, report) =
+                start_python_app(&w, app, &node, logfile.as_deref(), given).await?;
+            (Some(pool), Some(report))
+        }
+        None => (None, None),
+    };
+    let broker = match (
+        given.broker,
+        report.as_ref().and_then(|r| r.broker_url.as_deref()),
+    ) {
+        (Some(b), _) => b.to_string(),
+        (None, Some(b)) => pyapp::redis_url("broker_url", b)?,
+        (None, None) => crate::cli::DEFAULT_BROKER.to_string(),
+    };
+    let backend = match (
+        given.backend,
+        report.as_ref().and_then(|r| r.result_backend.as_deref()),
+    ) {
+        (Some(b), _) => b.to_string(),
+        (None, Some(b)) => pyapp::redis_url("result_backend", b)?,
+        (None, None) => broker.clone(),
+    };
+    let cfg = w.config(&broker, &backend, &host, report.as_ref())?;
     if w.concurrency == Some(0) && w.pool != Some(PoolKind::Solo) {
         tracing::info!(
             concurrency = cfg.concurrency,
             "-c 0: one slot per CPU, as Celery"
         );
     }
-    if w.in_process() && w.max_tasks_per_child > 0 {
+    if w.in_process() && w.max_tasks_per_child.is_some_and(|n| n > 0) {
         tracing::warn!("--max-tasks-per-child has no effect with an in-process pool");
     }
     let registry = tasks_registry(cfg.command_tasks.as_deref())?;
+    refuse_name_clashes(&registry, &cfg)?;
+    if let Some(r) = &report {
+        log_effective_settings(&cfg, r);
+    }
     let shutdown = runtime::shutdown::Shutdown::new();
     runtime::shutdown::wire_signals(shutdown.clone()).context("installing signal handlers")?;
     tracing::info!(broker = %celeriac::url::redact(&cfg.broker_url), "starting worker");
-    let exit = runtime::run(cfg, registry, shutdown)
+    let exit = runtime::run(cfg, registry, python, shutdown)
         .await
         .context("worker failed")?;
     Ok(match exit {
         runtime::Exit::Warm => 0,
         runtime::Exit::Cold => 1,
     })
+}
+
+/// Start the zygote for the Python `app` and wait for it to import the app.
+async fn start_python_app(
+    w: &WorkerArgs,
+    app: &str,
+    node: &str,
+    logfile: Option<&str>,
+    given: Given<'_>,
+) -> Result<(std::sync::Arc<PythonPool>, AppReport)> {
+    let python = pyapp::interpreter(w.python.as_deref());
+    // As `celery -b` does, a broker given on the command line is the app's `broker_url`.
+    let mut env = Vec::new();
+    if let Some(b) = given.broker {
+        env.push(("CELERY_BROKER_URL".to_string(), b.to_string()));
+    }
+    if let Some(b) = given.backend {
+        env.push(("CELERY_RESULT_BACKEND".to_string(), b.to_string()));
+    }
+    let spec = ZygoteSpec {
+        python: python.clone(),
+        app: app.to_string(),
+        node: node.to_string(),
+        loglevel: w.loglevel.python_name().to_string(),
+        logfile: logfile.map(str::to_string),
+        max_tasks_per_child: w.max_tasks_per_child,
+        env,
+    };
+    let started = std::time::Instant::now();
+    let (pool, report) = PythonPool::start(spec)
+        .await
+        .with_context(|| format!("serving the Python app {app:?} with {}", python.display()))?;
+    tracing::info!(
+        app,
+        python = %report.python,
+        celery = %report.celery,
+        tasks = report.tasks.len(),
+        "imported the Python app in {:.3}s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok((pool, report))
+}
+
+/// A task name claimed by the Python app and by a built-in or command task: refused, with
+/// both named (which one a message would reach must not depend on an accident).
+fn refuse_name_clashes(registry: &celeriac::task::Registry, cfg: &WorkerConfig) -> Result<()> {
+    let clashes: Vec<&String> = cfg
+        .python_tasks
+        .keys()
+        .filter(|n| registry.get(n).is_some())
+        .collect();
+    if !clashes.is_empty() {
+        bail!(
+            "task names claimed both by the Python app and by a built-in or command task: {}; \
+             rename one side (a command task's name is in its --config file)",
+            clashes
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// `-l debug`: the effective settings, once, passwords hidden.
+fn log_effective_settings(cfg: &WorkerConfig, app: &AppReport) {
+    tracing::debug!(
+        app = app.main.as_deref().unwrap_or(""),
+        broker_url = %celeriac::url::redact(&cfg.broker_url),
+        result_backend = %celeriac::url::redact(&cfg.backend_url),
+        queues = ?cfg.queues,
+        concurrency = cfg.concurrency,
+        prefetch = cfg.prefetch,
+        pool = ?cfg.pool,
+        acks_late = cfg.acks_late || app.task_acks_late,
+        reject_on_worker_lost = cfg.reject_on_worker_lost || app.task_reject_on_worker_lost,
+        acks_on_failure_or_timeout =
+            cfg.acks_on_failure_or_timeout && app.task_acks_on_failure_or_timeout,
+        time_limit = ?cfg.time_limit,
+        soft_time_limit = ?cfg.soft_time_limit,
+        visibility_timeout = ?cfg.visibility_timeout,
+        result_expires = ?cfg.result_expires,
+        result_extended = cfg.result_extended,
+        track_started = cfg.track_started,
+        task_events = cfg.task_events,
+        "effective settings"
+    );
+    for (name, t) in &cfg.python_tasks {
+        tracing::debug!(task = %name, acks_late = t.acks_late, time_limit = ?t.time_limit, soft_time_limit = ?t.soft_time_limit, rate_limit = ?t.rate_limit, "python task");
+    }
 }
 
 /// The tasks this binary serves: the compiled-in `shared_tasks` plus command tasks (the
@@ -391,7 +593,7 @@ mod tests {
             "--acks-late",
         ]);
         let cfg = w
-            .config("redis://b/0", "redis://r/1", "vm.example.org")
+            .config("redis://b/0", "redis://r/1", "vm.example.org", None)
             .unwrap();
         assert_eq!(cfg.node, "celery@vm.example.org");
         assert_eq!(cfg.backend_url, "redis://r/1");
@@ -410,7 +612,7 @@ mod tests {
     fn config_refuses_what_cannot_run() {
         let err = |argv: &[&str]| {
             worker_args(argv)
-                .config("redis://b/0", "redis://b/0", "h")
+                .config("redis://b/0", "redis://b/0", "h", None)
                 .unwrap_err()
                 .to_string()
         };
