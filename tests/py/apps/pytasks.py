@@ -136,3 +136,12 @@ def tsum(values):
 @app.task(name="pytasks.pid")
 def pid():
     return os.getpid()
+
+
+# Which copy of this module serves (a pool-restart test rewrites it).
+CODE_VERSION = 1
+
+
+@app.task(name="pytasks.code_version")
+def code_version():
+    return CODE_VERSION

@@ -517,3 +517,70 @@ fn the_jwql_cheatsheet_line_serves_a_jwql_shaped_app_and_celery_control_shutdown
         "nobody answers any more: {ping:?}"
     );
 }
+
+#[test]
+fn pool_restart_serves_new_code_while_the_running_task_finishes_in_the_old_zygote() {
+    let server = RedisServer::start();
+    let url = server.url(0);
+    let app = tempfile::tempdir().unwrap();
+    let module = app.path().join("pytasks.py");
+    std::fs::copy(apps_dir().join("pytasks.py"), &module).unwrap();
+    let w = celeriac_app_worker(&python(), app.path(), "pytasks", Some(&url), &["-c2"]);
+    let dir = app.path().to_path_buf();
+    let (url2, dir2) = (url.clone(), dir.clone());
+    // A task that runs across the restart: it must finish, in the old code, and succeed.
+    let long = std::thread::spawn(move || {
+        python_ok(
+            &dir2,
+            &url2,
+            "import pytasks\nprint(pytasks.sleep.delay(3).get(timeout=60))",
+            Duration::from_secs(90),
+        )
+    });
+    w.proc_
+        .wait_for_output("Task pytasks.sleep[", Duration::from_secs(20));
+    let before = python_ok(
+        &dir,
+        &url,
+        "import pytasks\nprint(pytasks.code_version.delay().get(timeout=20))",
+        Duration::from_secs(30),
+    );
+    assert_eq!(before.trim(), "1");
+    let code = std::fs::read_to_string(&module).unwrap();
+    // A new size as well as a new text: Python trusts a cached .pyc whose source has the
+    // same size and modification second.
+    std::fs::write(
+        &module,
+        code.replace("CODE_VERSION = 1", "CODE_VERSION = 20"),
+    )
+    .unwrap();
+    // Python's own CLI, as an operator deploying new code would.
+    let out = python_in(
+        &dir,
+        &url,
+        &["-m", "celery", "-A", "pytasks", "control", "pool_restart"],
+        Duration::from_secs(30),
+    );
+    assert!(out.stdout.contains("reload started"), "{out:?}");
+    w.proc_.wait_for_output(
+        "the new Python code serves new tasks",
+        Duration::from_secs(30),
+    );
+    let after = python_ok(
+        &dir,
+        &url,
+        "import pytasks\nprint(pytasks.code_version.delay().get(timeout=20))",
+        Duration::from_secs(30),
+    );
+    assert_eq!(after.trim(), "20", "new tasks run the new code");
+    assert_eq!(
+        long.join().unwrap().trim(),
+        "3",
+        "the running task finished and succeeded"
+    );
+    assert!(
+        !w.proc_.output().contains("lost"),
+        "nothing was lost:\n{}",
+        w.proc_.output()
+    );
+}

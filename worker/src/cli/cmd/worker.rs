@@ -608,6 +608,86 @@ mod tests {
         assert!(cfg.acks_late && cfg.task_events && cfg.skip_succeeded);
     }
 
+    /// What the zygote reports for JWQL's app (its five settings), as JSON.
+    fn jwql_app_report() -> AppReport {
+        serde_json::from_value(serde_json::json!({
+            "main": "shared_tasks", "broker_url": "redis://h:6379", "result_backend": "redis://h:6379",
+            "task_acks_late": true, "task_reject_on_worker_lost": false,
+            "task_acks_on_failure_or_timeout": true, "worker_prefetch_multiplier": 1,
+            "worker_concurrency": 1, "worker_max_tasks_per_child": 1, "task_time_limit": null,
+            "task_soft_time_limit": 30.0, "result_expires": 86400.0, "result_extended": false,
+            "task_track_started": false, "task_default_queue": "jwql",
+            "worker_send_task_events": false,
+            "broker_transport_options": {"visibility_timeout": 14400},
+            "tasks": {}, "python": "3.11", "celery": "5.7.0", "pid": 1
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_apps_settings_fill_what_the_flags_leave_unsaid() {
+        let app = jwql_app_report();
+        let cfg = worker_args(&["celeriac", "worker"])
+            .config("redis://h:6379", "redis://h:6379", "h", Some(&app))
+            .unwrap();
+        assert_eq!((cfg.concurrency, cfg.prefetch), (1, 1));
+        assert_eq!(cfg.queues, ["jwql"]);
+        assert_eq!(cfg.visibility_timeout, Duration::from_secs(14400));
+        assert_eq!(cfg.soft_time_limit, Some(Duration::from_secs(30)));
+        assert!(matches!(
+            cfg.pool,
+            PoolMode::Children {
+                max_tasks_per_child: 1
+            }
+        ));
+    }
+
+    #[test]
+    fn flags_win_over_the_apps_settings_as_in_celery() {
+        let app = jwql_app_report();
+        let cfg = worker_args(&[
+            "celeriac",
+            "worker",
+            "-c3",
+            "--prefetch-multiplier",
+            "2",
+            "--max-tasks-per-child",
+            "0",
+            "-Q",
+            "a",
+            "--visibility-timeout",
+            "60",
+            "--soft-time-limit",
+            "5",
+            "--result-expires",
+            "0",
+        ])
+        .config("redis://h:6379", "redis://h:6379", "h", Some(&app))
+        .unwrap();
+        assert_eq!((cfg.concurrency, cfg.prefetch), (3, 6));
+        assert_eq!(cfg.queues, ["a"]);
+        assert_eq!(cfg.visibility_timeout, Duration::from_secs(60));
+        assert_eq!(cfg.soft_time_limit, Some(Duration::from_secs(5)));
+        assert_eq!(cfg.result_expires, Duration::ZERO);
+        assert!(matches!(
+            cfg.pool,
+            PoolMode::Children {
+                max_tasks_per_child: 0
+            }
+        ));
+    }
+
+    #[test]
+    fn transport_options_that_change_the_queues_layout_are_refused_by_name() {
+        let mut app = jwql_app_report();
+        app.broker_transport_options
+            .insert("global_keyprefix".into(), serde_json::json!("jwql:"));
+        let e = worker_args(&["celeriac", "worker"])
+            .config("redis://h:6379", "redis://h:6379", "h", Some(&app))
+            .unwrap_err();
+        assert!(e.to_string().contains("global_keyprefix"), "{e}");
+    }
+
     #[test]
     fn config_refuses_what_cannot_run() {
         let err = |argv: &[&str]| {
