@@ -448,8 +448,21 @@ class Zygote:
                 print(f"celeriac zygote: cannot fork a child: {exc}", file=sys.stderr)
                 return
 
+    def take(self):
+        """An idle child that is still alive, else a new one: a standby can have died while
+        it waited (an operator's kill, the OOM killer), and handing it a job would turn that
+        job into a WorkerLostError it did nothing to earn."""
+        import select
+        while self.idle:
+            child = self.idle.pop(0)
+            exited, _, _ = select.select([child.pidfd], [], [], 0)
+            if not exited:
+                return child
+            self.reap(child)
+        return self.fork()
+
     def run(self, job, envelope):
-        child = self.idle.pop(0) if self.idle else self.fork()
+        child = self.take()
         child.job = job
         line = (json.dumps({"job": job, "envelope": envelope}, separators=(",", ":")) + "\n")
         data = memoryview(line.encode())

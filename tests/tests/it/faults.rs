@@ -44,10 +44,34 @@ fn kill_9_at_random_points_loses_nothing_and_reruns_only_killed_tasks() {
         workers[victim] = CeleriacWorker::start(&url, FLEET);
     }
     assert_eq!(kills, 100);
-    let done = wait_until(Duration::from_secs(120), "every task to succeed", || {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let done = loop {
         let d = count_succeeded(&mut c, &ids);
-        (d == ids.len()).then_some(d)
-    });
+        if d == ids.len() {
+            break d;
+        }
+        if Instant::now() >= deadline {
+            // Say where the rest are, and what the live workers were doing.
+            let unacked: usize = c.hlen("unacked").unwrap_or(0);
+            let queued: usize = c.llen("celery").unwrap_or(0);
+            let dead: usize = c.llen("celeriac.dead").unwrap_or(0);
+            let tails: Vec<String> = workers
+                .iter()
+                .map(|w| {
+                    let out = w.proc_.output();
+                    let lines: Vec<&str> = out.lines().collect();
+                    lines[lines.len().saturating_sub(15)..].join("\n")
+                })
+                .collect();
+            panic!(
+                "{d} of {} tasks succeeded within 120 s of the last kill; unacked {unacked}, \
+                 queued {queued}, dead {dead}; the live workers' last lines:\n{}",
+                ids.len(),
+                tails.join("\n---\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     let executed = runs.executions();
     let lost: Vec<&String> = ids.iter().filter(|i| !executed.contains_key(*i)).collect();
     let twice: usize = executed.values().filter(|n| **n > 1).count();

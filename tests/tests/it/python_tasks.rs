@@ -584,3 +584,31 @@ fn pool_restart_serves_new_code_while_the_running_task_finishes_in_the_old_zygot
         w.proc_.output()
     );
 }
+
+#[test]
+fn standby_children_killed_while_idle_are_replaced_and_the_next_task_runs() {
+    let server = RedisServer::start();
+    let w = jwql_worker(&server);
+    let zygote = children_of(w.proc_.pid());
+    assert_eq!(zygote.len(), 1, "{zygote:?}");
+    let standbys = wait_until(Duration::from_secs(10), "standby children", || {
+        let c = children_of(zygote[0]);
+        (!c.is_empty()).then_some(c)
+    });
+    for pid in &standbys {
+        // SAFETY: kill(2) on pids read from /proc just now.
+        unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
+    }
+    let out = python_ok(
+        &apps_dir(),
+        &server.url(0),
+        "import pytasks\nprint(pytasks.add.delay(4, 5).get(timeout=20))",
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.trim(), "9", "{}", w.proc_.output());
+    assert!(
+        !w.proc_.output().contains("WorkerLostError"),
+        "{}",
+        w.proc_.output()
+    );
+}
