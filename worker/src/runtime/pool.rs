@@ -318,7 +318,8 @@ pub(crate) fn parse_signal(s: &str) -> Option<i32> {
     (1..32).find(|&n| signal_name(n).strip_prefix("SIG") == Some(name))
 }
 
-fn kill_group(pgid: u32, sig: i32) {
+/// Send `sig` to the process group `pgid` (a task child's: the task and what it started).
+pub(super) fn kill_group(pgid: u32, sig: i32) {
     if pgid == 0 {
         return;
     }

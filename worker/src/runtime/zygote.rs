@@ -17,7 +17,7 @@
 //! to a fresh zygote with the new code while the old one finishes what it runs.
 
 use super::executor::{ExecOutcome, Executor, RunFuture};
-use super::pool::signal_name;
+use super::pool::{kill_group, signal_name};
 use celeriac::transport::Delivery;
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -636,10 +636,7 @@ impl Executor for Arc<PythonPool> {
 
     fn kill_all(&self) {
         for pid in self.running.lock().expect("running").values() {
-            // SAFETY: kill(2) on the process group of a child of our zygote; no memory.
-            unsafe {
-                libc::kill(-(*pid as i32), libc::SIGKILL);
-            }
+            kill_group(*pid, libc::SIGKILL);
         }
     }
 
