@@ -20,7 +20,11 @@ fn main() -> ExitCode {
     // its idle footprint down without making the threads wait on each other.
     // SAFETY: a malloc tuning call before any thread exists.
     unsafe { libc::mallopt(libc::M_ARENA_MAX, 2) };
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    if let Err(e) = broker_from_app(&mut cli) {
+        eprintln!("Error: {e:#}");
+        return ExitCode::from(1);
+    }
     if !matches!(cli.command, Command::Worker(_) | Command::Child(_)) {
         // A CLI command piped into `head` ends quietly, like any Unix tool, instead of
         // panicking on a closed stdout (Rust ignores SIGPIPE by default).
@@ -38,7 +42,9 @@ fn main() -> ExitCode {
             eprintln!("celeriac: cannot detach: {e:#}");
             return ExitCode::from(1);
         }
-        if std::env::var_os("CELERIAC_LOCK_URL").is_none() {
+        // Without -b the broker may come from a Python app's configuration, known only once
+        // the zygote has imported it: the worker then gives it to its task children itself.
+        if std::env::var_os("CELERIAC_LOCK_URL").is_none() && cli.broker.is_some() {
             // Task bodies (and their child processes) take global locks where the broker
             // is, as JWQL keeps broker and locks in one Redis.
             // SAFETY: no other thread exists yet.
@@ -69,6 +75,28 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// An operator command (`purge`, `inspect`, `control`, ...) given `-A APP` for a Python app
+/// and no `-b` talks to the app's own broker and backend, as `celery -A APP <command>` does.
+/// The worker reads them from its zygote instead, so as not to import the app twice.
+fn broker_from_app(cli: &mut Cli) -> anyhow::Result<()> {
+    if cli.broker.is_some() || matches!(cli.command, Command::Worker(_) | Command::Child(_)) {
+        return Ok(());
+    }
+    let Some(app) = cli.app.as_deref() else {
+        return Ok(());
+    };
+    let cwd = std::env::current_dir()?;
+    if !pyapp::is_python_app(app, &cwd) {
+        return Ok(());
+    }
+    let urls = pyapp::app_urls(app, &pyapp::interpreter(None))?;
+    if cli.result_backend.is_none() {
+        cli.result_backend = urls.result_backend;
+    }
+    cli.broker = urls.broker_url;
+    Ok(())
 }
 
 /// Run the command; its `Ok` value is the exit code.

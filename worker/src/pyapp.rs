@@ -10,7 +10,7 @@
 //! costs no interpreter start.
 
 use crate::runtime::zygote::AppReport;
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 
 /// The interpreter for a Python app: `--python PATH`, else `$CELERIAC_PYTHON`, else
@@ -84,6 +84,69 @@ pub(crate) fn transport_options(report: &AppReport) -> Result<Option<f64>> {
         }
     }
     Ok(opts.get("visibility_timeout").and_then(Value::as_f64))
+}
+
+/// What a Python app says its broker and result backend are.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+pub(crate) struct AppUrls {
+    /// `broker_url`.
+    pub(crate) broker_url: Option<String>,
+    /// `result_backend`.
+    pub(crate) result_backend: Option<String>,
+}
+
+/// Imports the app as `celery -A` does (current directory first on `sys.path`) and prints its
+/// URLs on a private copy of stdout, so that what the app prints while it imports goes to
+/// stderr instead of into the answer.
+const APP_URLS_PY: &str = r#"
+import json, os, sys
+out = os.dup(1)
+os.dup2(2, 1)
+sys.path.insert(0, os.getcwd())
+from celery.app.utils import find_app
+conf = find_app(sys.argv[1]).conf
+os.write(out, json.dumps({"broker_url": conf.broker_url,
+                          "result_backend": conf.result_backend}).encode())
+"#;
+
+/// The broker and backend of the Python app `app`, for the operator commands (`purge`,
+/// `inspect`, `control`, ...), which, as `celery -A APP <command>` does, talk to the broker
+/// the app configures when no `-b` is given. This imports the app once, with `python`.
+pub(crate) fn app_urls(app: &str, python: &Path) -> Result<AppUrls> {
+    let out = std::process::Command::new(python)
+        .args(["-c", APP_URLS_PY, app])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .with_context(|| {
+            format!(
+                "cannot run {} to read the broker of the app {app:?} (set $CELERIAC_PYTHON, \
+                 or give -b)",
+                python.display()
+            )
+        })?;
+    if !out.status.success() {
+        bail!(
+            "the app {app:?} did not import, so its broker is unknown (give -b, or fix the \
+             app):\n{}",
+            String::from_utf8_lossy(&out.stderr).trim_end()
+        );
+    }
+    let urls: AppUrls = serde_json::from_slice(&out.stdout).with_context(|| {
+        format!(
+            "reading the broker of the app {app:?}: unexpected answer {:?}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })?;
+    Ok(AppUrls {
+        broker_url: urls
+            .broker_url
+            .map(|u| redis_url("broker_url", &u))
+            .transpose()?,
+        // A backend that is not Redis (or none) leaves the CLI's default, the broker.
+        result_backend: urls
+            .result_backend
+            .filter(|u| redis_url("result_backend", u).is_ok()),
+    })
 }
 
 /// A broker or backend URL celeriac can serve, or a clear refusal naming the setting.

@@ -299,6 +299,24 @@ fn an_app_that_fails_to_import_stops_the_worker_with_its_traceback_and_consumes_
     let mut c = server.client(0);
     let queued: usize = redis::cmd("LLEN").arg("celery").query(&mut c).unwrap();
     assert_eq!(queued, 1, "the queued task was not consumed");
+    // An operator command that needs the app's broker says why it has none, and purges
+    // nothing.
+    let mut purge = std::process::Command::new(celeriac_bin());
+    purge
+        .current_dir(apps_dir())
+        .args(["-A", "broken_app", "purge", "-f"])
+        .env("CELERIAC_PYTHON", python())
+        .env_remove("CELERY_BROKER_URL")
+        .env_remove("CELERY_RESULT_BACKEND");
+    let out = tests::run_with_timeout(purge, Duration::from_secs(20));
+    assert!(!out.success, "{out:?}");
+    assert!(
+        out.stderr.contains("did not import") && out.stderr.contains("ZeroDivisionError"),
+        "{}",
+        out.stderr
+    );
+    let queued: usize = redis::cmd("LLEN").arg("celery").query(&mut c).unwrap();
+    assert_eq!(queued, 1, "nothing was purged");
 }
 
 #[test]
@@ -455,8 +473,23 @@ fn the_jwql_cheatsheet_line_serves_a_jwql_shaped_app_and_celery_control_shutdown
         "from shared_tasks import *\n\
          print(guarded.delay('jw_monitor_lock', 0.3).get() is not None)",
     );
-    let (a, b) = (a.join().unwrap(), b.join().unwrap());
-    assert!(a.success && b.success, "{a:?}\n{b:?}");
+    // A Rust task served beside the app takes its global lock in the app's Redis (the
+    // broker came from config.json, not -b): a lock the monitor holds there makes it skip.
+    let c = monitor(
+        "from shared_tasks import *\n\
+         lock = REDIS_CLIENT.lock('jw_shared', timeout=30)\n\
+         assert lock.acquire(blocking=False)\n\
+         print(celery_app.send_task('shared_tasks.locked_sleep', ('jw_shared', 0.1)).get(timeout=30))\n\
+         lock.release()\n\
+         print(celery_app.send_task('shared_tasks.locked_sleep', ('jw_shared', 0.1)).get(timeout=30))",
+    );
+    let (a, b, c) = (a.join().unwrap(), b.join().unwrap(), c.join().unwrap());
+    assert!(a.success && b.success && c.success, "{a:?}\n{b:?}\n{c:?}");
+    assert_eq!(
+        c.stdout.lines().collect::<Vec<_>>(),
+        ["skipped", "ran"],
+        "{c:?}"
+    );
     assert_eq!(
         a.stdout.lines().collect::<Vec<_>>(),
         [
@@ -477,6 +510,19 @@ fn the_jwql_cheatsheet_line_serves_a_jwql_shaped_app_and_celery_control_shutdown
     assert!(
         logged.contains(&format!("127.0.0.1:{}", server.port)),
         "the broker came from config.json"
+    );
+    // celeriac's operator commands, given the app and no -b, read the app's broker as
+    // `celery -A shared_tasks inspect ping` does.
+    let mut ping = std::process::Command::new(celeriac_bin());
+    ping.current_dir(&dir)
+        .args(["-A", "shared_tasks", "inspect", "ping", "--timeout", "2"])
+        .env("CELERIAC_PYTHON", python())
+        .env_remove("CELERY_BROKER_URL")
+        .env_remove("CELERY_RESULT_BACKEND");
+    let ping = tests::run_with_timeout(ping, Duration::from_secs(30));
+    assert!(
+        ping.success && ping.stdout.contains("pong"),
+        "celeriac -A shared_tasks inspect ping: {ping:?}"
     );
     // Stopped by Python's own CLI, as the cheatsheet does.
     let mut stop = std::process::Command::new(python());
@@ -611,4 +657,48 @@ fn standby_children_killed_while_idle_are_replaced_and_the_next_task_runs() {
         "{}",
         w.proc_.output()
     );
+}
+
+#[test]
+fn two_slots_run_two_python_tasks_at_once_with_children_per_task_or_kept() {
+    for per_child in ["1", "0"] {
+        let server = RedisServer::start();
+        let _w = celeriac_app_worker(
+            &python(),
+            &apps_dir(),
+            "pytasks",
+            Some(&server.url(0)),
+            &[
+                "-c2",
+                "--prefetch-multiplier",
+                "1",
+                "-Ofair",
+                "--max-tasks-per-child",
+                per_child,
+            ],
+        );
+        // Two 2 s tasks on two slots end in about 2 s; one after the other would take 4 s.
+        let out = python_ok(
+            &apps_dir(),
+            &server.url(0),
+            "import time, pytasks\n\
+             t = time.time()\n\
+             rs = [pytasks.sleep.delay(2) for _ in range(2)]\n\
+             print([r.get(timeout=20) for r in rs], round(time.time() - t, 2))\n\
+             print(len({pytasks.pid.delay().get(timeout=20) for _ in range(4)}))",
+            Duration::from_secs(40),
+        );
+        let lines: Vec<&str> = out.lines().collect();
+        let took: f64 = lines[0].rsplit(' ').next().unwrap().parse().unwrap();
+        assert!(
+            lines[0].starts_with("[2, 2]") && took < 3.6,
+            "--max-tasks-per-child {per_child}: {out}"
+        );
+        let pids: usize = lines[1].parse().unwrap();
+        if per_child == "1" {
+            assert_eq!(pids, 4, "a child per task: {out}");
+        } else {
+            assert!(pids <= 2, "kept children serve again: {out}");
+        }
+    }
 }

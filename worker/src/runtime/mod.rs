@@ -111,6 +111,11 @@ pub(crate) async fn run(
                 max_tasks_per_child,
                 cfg.command_tasks.clone(),
                 cfg.concurrency,
+                // Task bodies take their global locks where the broker is (JWQL keeps both
+                // in one Redis), unless the environment names another place.
+                std::env::var_os("CELERIAC_LOCK_URL")
+                    .is_none()
+                    .then(|| cfg.broker_url.clone()),
             );
             // With a Python app, its zygote keeps the standby; Rust children start on demand.
             if python.is_none() {

@@ -38,6 +38,8 @@ pub(crate) struct ChildPool {
     max_tasks: u64,
     config: Option<PathBuf>,
     standby_target: usize,
+    /// `CELERIAC_LOCK_URL` for the children, when the worker's environment has none.
+    lock_url: Option<String>,
     standby: Mutex<Vec<ChildProc>>,
     running: Mutex<Vec<u32>>,
 }
@@ -49,12 +51,14 @@ impl ChildPool {
         max_tasks: u64,
         config: Option<PathBuf>,
         standby_target: usize,
+        lock_url: Option<String>,
     ) -> Arc<Self> {
         Arc::new(ChildPool {
             exe,
             max_tasks,
             config,
             standby_target,
+            lock_url,
             standby: Mutex::new(Vec::new()),
             running: Mutex::new(Vec::new()),
         })
@@ -76,6 +80,9 @@ impl ChildPool {
             .arg(self.max_tasks.to_string());
         if let Some(c) = &self.config {
             cmd.arg("--config").arg(c);
+        }
+        if let Some(url) = &self.lock_url {
+            cmd.env("CELERIAC_LOCK_URL", url);
         }
         cmd.env(PARENT_PID_ENV, std::process::id().to_string())
             .process_group(0)
