@@ -133,6 +133,17 @@ def tsum(values):
     return sum(values)
 
 
+@app.task(name="pytasks.hog")
+def hog(mib):
+    """Allocate and touch `mib` MiB, for the OOM killer to stop."""
+    chunks = []
+    for _ in range(mib):
+        chunk = bytearray(1 << 20)
+        chunk[::4096] = b"\x01" * len(chunk[::4096])
+        chunks.append(chunk)
+    return len(chunks)
+
+
 @app.task(name="pytasks.pid")
 def pid():
     return os.getpid()

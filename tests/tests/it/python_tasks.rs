@@ -702,3 +702,123 @@ fn two_slots_run_two_python_tasks_at_once_with_children_per_task_or_kept() {
         }
     }
 }
+
+/// A memory cgroup of its own with a limit (v1 `memory.limit_in_bytes` or v2 `memory.max`),
+/// removed when dropped. Needs root, as the test run has.
+struct MemoryCgroup {
+    dir: PathBuf,
+    v2: bool,
+}
+
+impl MemoryCgroup {
+    fn create(limit_mib: u64) -> MemoryCgroup {
+        let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+        // cgroup v1: a `N:memory:/path` line; v2 only: the `0::/path` line.
+        let v1 = own.lines().find_map(|l| {
+            let mut f = l.splitn(3, ':');
+            let (_, controllers, path) = (f.next()?, f.next()?, f.next()?);
+            controllers
+                .split(',')
+                .any(|c| c == "memory")
+                .then(|| path.to_string())
+        });
+        let (base, rel, v2) = match v1 {
+            Some(p) => ("/sys/fs/cgroup/memory", p, false),
+            None => {
+                let p = own
+                    .lines()
+                    .find_map(|l| l.strip_prefix("0::"))
+                    .unwrap_or("/");
+                ("/sys/fs/cgroup", p.to_string(), true)
+            }
+        };
+        let dir = PathBuf::from(format!("{base}{rel}"))
+            .join(format!("celeriac-oom-{}", std::process::id()));
+        std::fs::create_dir(&dir).unwrap_or_else(|e| {
+            panic!(
+                "cannot create the memory cgroup {} ({e}): the OOM test needs root and a \
+                 writable cgroup memory controller",
+                dir.display()
+            )
+        });
+        let (file, value) = if v2 {
+            ("memory.max", format!("{}", limit_mib << 20))
+        } else {
+            ("memory.limit_in_bytes", format!("{}", limit_mib << 20))
+        };
+        std::fs::write(dir.join(file), value).unwrap();
+        MemoryCgroup { dir, v2 }
+    }
+
+    /// How many times the kernel's OOM killer killed a process in this cgroup.
+    fn oom_kills(&self) -> u64 {
+        let file = if self.v2 {
+            "memory.events"
+        } else {
+            "memory.oom_control"
+        };
+        std::fs::read_to_string(self.dir.join(file))
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("oom_kill "))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for MemoryCgroup {
+    fn drop(&mut self) {
+        // The worker's processes leave the cgroup as they exit; it can be removed when empty.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::fs::read_to_string(self.dir.join("cgroup.procs"))
+            .is_ok_and(|p| !p.trim().is_empty())
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+#[test]
+fn a_python_task_killed_by_the_oom_killer_is_a_worker_lost_error_and_the_worker_serves_on() {
+    let server = RedisServer::start();
+    let cgroup = MemoryCgroup::create(256);
+    // The worker, its zygote and every task child live in a cgroup limited to 256 MiB: a
+    // task that touches 1 GiB is what the kernel's OOM killer stops, not anything of ours.
+    let node = format!("celeriac-{}@localhost", tests::free_port());
+    let mut cmd = std::process::Command::new("sh");
+    cmd.current_dir(apps_dir())
+        .args([
+            "-c",
+            "echo $$ > \"$CGROUP/cgroup.procs\" && exec \"$@\"",
+            "sh",
+        ])
+        .arg(celeriac_bin())
+        .args(["-A", "pytasks", "worker", "-n", &node, "-linfo"])
+        .args(JWQL_FLAGS)
+        .env("CGROUP", &cgroup.dir)
+        .env("CELERIAC_PYTHON", python())
+        .env("CELERY_BROKER_URL", server.url(0))
+        .env("CELERY_RESULT_BACKEND", server.url(0));
+    let w = tests::Proc::spawn(cmd);
+    w.wait_for_output("ready.", Duration::from_secs(30));
+    let out = python_ok(
+        &apps_dir(),
+        &server.url(0),
+        "import pytasks\n\
+         try:\n    print(pytasks.hog.delay(1024).get(timeout=60))\n\
+         except Exception as e:\n    print(type(e).__name__, e)\n\
+         print(pytasks.add.delay(2, 3).get(timeout=30))",
+        Duration::from_secs(90),
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].starts_with("WorkerLostError") && lines[0].contains("SIGKILL"),
+        "{out}\nworker:\n{}",
+        w.output()
+    );
+    assert_eq!(lines[1], "5", "the worker serves on: {out}");
+    assert!(cgroup.oom_kills() >= 1, "the OOM killer did it");
+    drop(w);
+}
