@@ -397,6 +397,7 @@ class Zygote:
         self.closing = False
         self.draining = False
         self.spawn_failures = 0
+        self.fork_after = 0.0  # monotonic time before which no standby is forked
 
     def fork(self):
         cmd_r, cmd_w = os.pipe()
@@ -441,11 +442,13 @@ class Zygote:
     def standby(self):
         """Keep STANDBY idle children forked ahead, so fork and child set-up (its backend
         connection) are off a task's path even when tasks come back to back."""
-        while not self.closing and len(self.idle) < STANDBY:
+        while (not self.closing and len(self.idle) < STANDBY
+               and time.monotonic() >= self.fork_after):
             try:
                 self.idle.append(self.fork())
             except OSError as exc:
                 print(f"celeriac zygote: cannot fork a child: {exc}", file=sys.stderr)
+                self.fork_after = time.monotonic() + 1.0  # try again in a second
                 return
 
     def take(self):
@@ -540,10 +543,12 @@ class Zygote:
         elif not child.exiting:
             # A standby or idle child died without a job (killed by an operator, the OOM
             # killer, a crash in worker_process_init): replace it, with a pause when that
-            # keeps happening, so a broken init cannot spin the zygote.
+            # keeps happening, so a broken init cannot spin the zygote. The pause only
+            # delays the next standby: reports, jobs and signals are served meanwhile (a
+            # job that comes still gets a child, forked for it).
             self.spawn_failures += 1
             if self.spawn_failures > 3:
-                time.sleep(min(5.0, 0.1 * self.spawn_failures))
+                self.fork_after = time.monotonic() + min(5.0, 0.1 * self.spawn_failures)
         else:
             self.spawn_failures = 0
 
@@ -583,7 +588,10 @@ class Zygote:
                 # Nothing to forward or start: now is the time to fork standbys, never
                 # while a report or a job waits.
                 self.standby()
-                events = self.sel.select()
+                wait = None
+                if len(self.idle) < STANDBY and not self.closing:
+                    wait = max(0.0, self.fork_after - time.monotonic())
+                events = self.sel.select(timeout=wait)
             for key, _ in events:
                 kind, child = key.data
                 if kind == "stdin":
