@@ -33,7 +33,7 @@ pub mod transport;
 pub mod url;
 
 pub use backend::Backend;
-pub use client::{AsyncResult, Client, SendOptions};
+pub use client::{AsyncResult, Client, SendOptions, TypedResult};
 pub use protocol::{Envelope, ExceptionInfo, ResultMeta, State, TaskMessage};
 pub use transport::Broker;
 

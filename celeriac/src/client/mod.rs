@@ -36,6 +36,26 @@ pub enum ClientError {
         /// The remote traceback.
         traceback: Option<String>,
     },
+    /// An argument of a typed call could not be turned into JSON.
+    #[error("argument {name:?} of {task} cannot be sent as JSON: {reason}")]
+    Encode {
+        /// Task name.
+        task: String,
+        /// The parameter.
+        name: String,
+        /// What serde said.
+        reason: String,
+    },
+    /// A typed result did not have the declared type.
+    #[error("the result of task {task_id} is not a {expected}: {reason}")]
+    Decode {
+        /// Task id.
+        task_id: String,
+        /// The declared result type.
+        expected: &'static str,
+        /// What serde said.
+        reason: String,
+    },
 }
 
 /// Options of `send_task` (the `apply_async` keywords that matter on Redis).
@@ -231,6 +251,68 @@ impl AsyncResult {
     /// Wait for the ready meta itself.
     pub async fn meta(&self, timeout: Duration) -> Result<ResultMeta, ClientError> {
         Ok(self.backend.wait(&self.id, timeout).await?)
+    }
+}
+
+/// A handle on the result of a task whose result type is known: what the stubs of a
+/// `#[celeriac::task]` (`add::delay(&client, 2, 3)`) return.
+pub struct TypedResult<T> {
+    inner: AsyncResult,
+    _result: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<T> std::fmt::Debug for TypedResult<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TypedResult")
+            .field("id", &self.inner.id)
+            .field("type", &std::any::type_name::<T>())
+            .finish()
+    }
+}
+
+impl<T> Clone for TypedResult<T> {
+    fn clone(&self) -> Self {
+        TypedResult {
+            inner: self.inner.clone(),
+            _result: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<T: serde::de::DeserializeOwned> TypedResult<T> {
+    /// Type an untyped handle.
+    pub fn new(inner: AsyncResult) -> Self {
+        TypedResult {
+            inner,
+            _result: std::marker::PhantomData,
+        }
+    }
+
+    /// Task id.
+    pub fn id(&self) -> &str {
+        &self.inner.id
+    }
+
+    /// The untyped handle.
+    pub fn untyped(&self) -> &AsyncResult {
+        &self.inner
+    }
+
+    /// Current state (PENDING when nothing is stored).
+    pub async fn state(&self) -> Result<State, ClientError> {
+        self.inner.state().await
+    }
+
+    /// Wait for the result: the value as `T` on SUCCESS, [`ClientError::Remote`] (with the
+    /// remote exception) on FAILURE or REVOKED, [`ClientError::Decode`] when the stored value
+    /// is not a `T`, a timeout error otherwise.
+    pub async fn get(&self, timeout: Duration) -> Result<T, ClientError> {
+        let value = self.inner.get(timeout).await?;
+        serde_json::from_value(value).map_err(|e| ClientError::Decode {
+            task_id: self.inner.id.clone(),
+            expected: std::any::type_name::<T>(),
+            reason: e.to_string(),
+        })
     }
 }
 

@@ -38,6 +38,9 @@ pub(crate) struct ChildRequest {
     pub hostname: String,
     /// Soft time limit, seconds.
     pub soft_time_limit: Option<f64>,
+    /// `self.request.delivery_info`.
+    #[serde(default)]
+    pub delivery_info: Value,
 }
 
 /// What a child reports back.
@@ -102,6 +105,7 @@ pub(crate) fn execute(registry: &Registry, req: &ChildRequest) -> ChildOutcome {
         id: req.id.clone(),
         retries: req.retries,
         hostname: req.hostname.clone(),
+        delivery_info: req.delivery_info.clone(),
     };
     ChildOutcome::from_result(registry.run(&req.task, &call))
 }

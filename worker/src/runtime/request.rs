@@ -176,6 +176,7 @@ pub(super) async fn run(worker: &Arc<Worker>, request: Request) {
         retries: msg.headers.retries,
         hostname: worker.cfg.node.clone(),
         soft_time_limit: soft.map(|l| l.after.as_secs_f64()),
+        delivery_info: state::delivery_info(msg),
     };
     let job = worker.jobs.fetch_add(1, Ordering::Relaxed);
     let t0 = Instant::now();

@@ -58,7 +58,6 @@ impl Held {
             } => (json!(time_start), *acknowledged, json!(worker_pid)),
             _ => (Value::Null, false, Value::Null),
         };
-        let di = &self.msg.properties.delivery_info;
         json!({
             "id": self.msg.headers.id,
             "name": self.msg.headers.task,
@@ -68,15 +67,21 @@ impl Held {
             "hostname": hostname,
             "time_start": time_start,
             "acknowledged": acknowledged,
-            "delivery_info": {
-                "exchange": di.exchange,
-                "routing_key": di.routing_key,
-                "priority": self.msg.properties.priority,
-                "redelivered": di.extra.get("redelivered").and_then(Value::as_bool).unwrap_or(false),
-            },
+            "delivery_info": delivery_info(&self.msg),
             "worker_pid": worker_pid,
         })
     }
+}
+
+/// A request's `delivery_info` as Celery shows it (`inspect active`, `self.request`).
+pub(crate) fn delivery_info(msg: &TaskMessage) -> Value {
+    let di = &msg.properties.delivery_info;
+    json!({
+        "exchange": di.exchange,
+        "routing_key": di.routing_key,
+        "priority": msg.properties.priority,
+        "redelivered": di.extra.get("redelivered").and_then(Value::as_bool).unwrap_or(false),
+    })
 }
 
 /// Celery's `LimitedSet` for revoked ids: bounded size, entries expire.

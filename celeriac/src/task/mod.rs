@@ -25,6 +25,9 @@ pub struct TaskCall {
     pub retries: i64,
     /// Node name of the worker.
     pub hostname: String,
+    /// Where the message came from (`exchange`, `routing_key`, `priority`, `redelivered`),
+    /// as Celery's `self.request.delivery_info`.
+    pub delivery_info: Value,
 }
 
 impl TaskCall {
@@ -103,11 +106,33 @@ impl TaskError {
 /// A task body.
 pub type TaskFn = Arc<dyn Fn(&TaskCall) -> Result<Value, TaskError> + Send + Sync>;
 
-/// Per-task options (Celery task attributes a deployment may set).
-#[derive(Debug, Clone, Default)]
+/// Per-task options: Celery's task attributes, under Celery's names. `None` leaves the
+/// worker's setting (or Celery's default) in force.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct TaskOptions {
-    /// `acks_late` for this task (overrides the worker default when set).
+    /// `acks_late`: ack after the task ran instead of as it starts.
     pub acks_late: Option<bool>,
+    /// `queue`: where clients send the task by default (typed stubs use it).
+    pub queue: Option<String>,
+    /// `time_limit`, seconds: the process is killed after this long.
+    pub time_limit: Option<f64>,
+    /// `soft_time_limit`, seconds: the task is told to stop after this long.
+    pub soft_time_limit: Option<f64>,
+    /// `max_retries` (Celery's default is 3).
+    pub max_retries: Option<u32>,
+    /// `default_retry_delay`, seconds (Celery's default is 180).
+    pub default_retry_delay: Option<f64>,
+    /// `autoretry_for`: exception type names (`"ValueError"`, or with their module,
+    /// `"builtins.ValueError"`) that retry the task instead of failing it.
+    pub autoretry_for: Vec<String>,
+    /// `retry_backoff`: with `autoretry_for`, wait `factor * 2^retries` seconds (capped at
+    /// Celery's `retry_backoff_max`, 600 s, with full jitter) instead of
+    /// `default_retry_delay`.
+    pub retry_backoff: Option<u32>,
+    /// `rate_limit` (`"10/m"`, `"2/s"`, `"100/h"`): per worker, as in Celery.
+    pub rate_limit: Option<String>,
+    /// `ignore_result`: store nothing when the task ends.
+    pub ignore_result: Option<bool>,
 }
 
 /// A registered task.
@@ -119,6 +144,26 @@ pub struct TaskDef {
     pub func: TaskFn,
     /// Celery task options this registration carries (queue, time limits, …).
     pub options: TaskOptions,
+}
+
+impl TaskDef {
+    /// A task named `name` (its Celery name) running `func`, with no options of its own.
+    pub fn new<F>(name: &str, func: F) -> Self
+    where
+        F: Fn(&TaskCall) -> Result<Value, TaskError> + Send + Sync + 'static,
+    {
+        TaskDef {
+            name: name.to_string(),
+            func: Arc::new(func),
+            options: TaskOptions::default(),
+        }
+    }
+
+    /// The same task with `options`.
+    pub fn with_options(mut self, options: TaskOptions) -> Self {
+        self.options = options;
+        self
+    }
 }
 
 impl std::fmt::Debug for TaskDef {
@@ -144,15 +189,19 @@ impl Registry {
     where
         F: Fn(&TaskCall) -> Result<Value, TaskError> + Send + Sync + 'static,
     {
-        self.tasks.insert(
-            name.to_string(),
-            TaskDef {
-                name: name.to_string(),
-                func: Arc::new(func),
-                options: TaskOptions::default(),
-            },
-        );
+        self.add(TaskDef::new(name, func))
+    }
+
+    /// Register a task definition (what `#[celeriac::task]` builds), replacing any task of
+    /// the same name.
+    pub fn add(&mut self, def: TaskDef) -> &mut Self {
+        self.tasks.insert(def.name.clone(), def);
         self
+    }
+
+    /// Every registered task, sorted by name.
+    pub fn defs(&self) -> impl Iterator<Item = &TaskDef> {
+        self.tasks.values()
     }
 
     /// Look a task up.
@@ -204,4 +253,15 @@ pub fn soft_time_limit_exceeded() -> bool {
 #[doc(hidden)]
 pub fn set_soft_time_limit_exceeded(on: bool) {
     SOFT_LIMIT.store(on, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// A [`Registry`] of `#[celeriac::task]` functions, by path:
+/// `celeriac::tasks![add, calibrate, jobs::cleanup]`.
+#[macro_export]
+macro_rules! tasks {
+    ($($($seg:ident)::+),* $(,)?) => {{
+        let mut registry = $crate::task::Registry::new();
+        $( registry.add($($seg)::+ :: task()); )*
+        registry
+    }};
 }
