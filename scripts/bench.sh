@@ -101,7 +101,7 @@ fi
 PY="$PWD/.venv/bin/python"
 
 step "building celeriac (release)"
-run_waited cargo build --quiet --locked --release -p worker --bin celeriac
+run_waited cargo build --quiet --locked --release -p celeriac-worker --bin celeriac
 target=${CARGO_TARGET_DIR:-target}
 BIN="$(cd "$target/release" && pwd)/celeriac"
 OUT="$(mkdir -p "$target/bench" && cd "$target/bench" && pwd)"

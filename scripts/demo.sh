@@ -23,7 +23,7 @@ cleanup() {
 trap cleanup EXIT
 
 step "building celeriac (release)"
-cargo build --locked --release -q -p worker --bin celeriac
+cargo build --locked --release -q -p celeriac-worker --bin celeriac
 cargo build --locked --release -q -p celeriac --example submit
 ensure_venv
 

@@ -35,7 +35,7 @@ ensure_venv
 PY="$PWD/.venv/bin/python"
 
 step "building celeriac (release)"
-cargo build --release --locked --quiet -p worker --bin celeriac
+cargo build --release --locked --quiet -p celeriac-worker --bin celeriac
 BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/celeriac"
 
 DIR=$(mktemp -d -t celeriac-soak.XXXXXX)

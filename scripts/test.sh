@@ -23,7 +23,7 @@ step "cargo doc -D warnings"
 RUSTDOCFLAGS="-D warnings" cargo doc --locked --workspace --no-deps --quiet
 step "build binaries (debug, and the release binary users run)"
 cargo build --locked --workspace --bins --examples
-cargo build --locked --release -p worker --bin celeriac
+cargo build --locked --release -p celeriac-worker --bin celeriac
 export CELERIAC_BIN="$PWD/target/debug/celeriac"
 # The worker-facing suites again on the release binary: the optimiser changes what a task
 # measures (a leaked block nobody reads disappears) and how races fall.

@@ -80,17 +80,38 @@ pub(crate) async fn run(
     let backend = backend.with_expires(cfg.result_expires);
     let registry = Arc::new(registry);
     let state = Arc::new(State::new(cfg.node.clone()));
-    // A Python task's own limits (`Task.time_limit`, `Task.rate_limit`) sit where `control
-    // time_limit` / `rate_limit` put theirs: on the task, above the worker's defaults.
-    for (name, t) in &cfg.python_tasks {
-        if t.time_limit.is_some() || t.soft_time_limit.is_some() {
+    // A task's own limits (a Python task's `Task.time_limit` / `Task.rate_limit`, a Rust
+    // task's `#[celeriac::task(time_limit = ..)]`) sit where `control time_limit` /
+    // `rate_limit` put theirs: on the task, above the worker's defaults.
+    let own_limits = cfg
+        .python_tasks
+        .iter()
+        .map(|(name, t)| {
+            (
+                name,
+                t.time_limit,
+                t.soft_time_limit,
+                t.rate_limit.as_deref(),
+            )
+        })
+        .chain(registry.defs().map(|d| {
+            let o = &d.options;
+            (
+                &d.name,
+                o.time_limit,
+                o.soft_time_limit,
+                o.rate_limit.as_deref(),
+            )
+        }));
+    for (name, hard, soft, rate) in own_limits {
+        if hard.is_some() || soft.is_some() {
             state
                 .time_limits
                 .lock()
                 .expect("time limits")
-                .insert(name.clone(), (t.time_limit, t.soft_time_limit));
+                .insert(name.clone(), (hard, soft));
         }
-        if let Some(r) = t.rate_limit.as_deref().and_then(state::RateLimit::parse)
+        if let Some(r) = rate.and_then(state::RateLimit::parse)
             && r.per_second > 0.0
         {
             state

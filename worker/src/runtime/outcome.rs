@@ -183,7 +183,7 @@ async fn finish(
         ExecOutcome::Done(ChildOutcome::Ok(value)) => {
             let children = callbacks::on_success(inner, msg, &value).await;
             let mut acked = false;
-            if msg.headers.ignore_result != Some(true) {
+            if msg.headers.ignore_result != Some(true) && !inner.ignores_result(name) {
                 let mut meta = meta_for(
                     inner,
                     msg,
@@ -368,7 +368,11 @@ pub(super) async fn fail(
         msg,
         ResultMeta::exception(id, TaskState::Failure, exc, tb.clone()),
     );
-    let acked = store_acking(inner, &meta, ack_tag.filter(|_| msg.embed.chord.is_none())).await;
+    let acked = if inner.ignores_result(&msg.headers.task) {
+        false
+    } else {
+        store_acking(inner, &meta, ack_tag.filter(|_| msg.embed.chord.is_none())).await
+    };
     callbacks::chord_part(inner, msg, &TaskState::Failure, &meta.result).await;
     inner.events.task(
         "task-failed",

@@ -74,7 +74,11 @@ impl AckPlan {
     /// The plan for a task named `task`: a Python task's own attributes (`Task.acks_late`,
     /// which Celery defaults from `task_acks_late`), else the worker's flags; the flags can
     /// only add late acking, as `--acks-late` is the worker-wide setting.
-    fn of(cfg: &super::config::WorkerConfig, task: &str) -> Self {
+    fn of(
+        cfg: &super::config::WorkerConfig,
+        rust: Option<&celeriac::task::TaskOptions>,
+        task: &str,
+    ) -> Self {
         if let Some(t) = cfg.python_tasks.get(task) {
             if t.acks_late || cfg.acks_late {
                 return AckPlan::Late {
@@ -85,7 +89,9 @@ impl AckPlan {
             }
             return AckPlan::Early;
         }
-        if cfg.acks_late {
+        // A Rust task's own `acks_late = true` (`#[celeriac::task(acks_late = true)]`), as
+        // a Python task's attribute, with the same worker-wide flag beside it.
+        if cfg.acks_late || rust.and_then(|o| o.acks_late).unwrap_or(false) {
             AckPlan::Late {
                 reject_on_worker_lost: cfg.reject_on_worker_lost,
                 on_failure_or_timeout: cfg.acks_on_failure_or_timeout,
@@ -131,7 +137,11 @@ pub(super) async fn run(worker: &Arc<Worker>, request: Request) {
         return;
     }
     let (term_tx, term_rx) = mpsc::unbounded_channel();
-    let plan = AckPlan::of(&worker.cfg, &msg.headers.task);
+    let plan = AckPlan::of(
+        &worker.cfg,
+        worker.rust_options(&msg.headers.task),
+        &msg.headers.task,
+    );
     worker.state.start(
         tag,
         term_tx,

@@ -89,6 +89,19 @@ impl Worker {
         self.registry.get(task).is_some() || self.cfg.python_tasks.contains_key(task)
     }
 
+    /// The options a Rust task was registered with (`#[celeriac::task(...)]`), if it is one.
+    pub(crate) fn rust_options(&self, task: &str) -> Option<&celeriac::task::TaskOptions> {
+        self.registry.get(task).map(|d| &d.options)
+    }
+
+    /// Whether `task` stores nothing when it ends (`ignore_result`): Celery stores neither
+    /// its value nor, without `store_errors_even_if_ignored`, its failure.
+    pub(crate) fn ignores_result(&self, task: &str) -> bool {
+        self.rust_options(task)
+            .and_then(|o| o.ignore_result)
+            .unwrap_or(false)
+    }
+
     /// Every task name served, sorted (`inspect registered`).
     pub(crate) fn task_names(&self) -> Vec<String> {
         let mut names = self.registry.names();

@@ -21,8 +21,8 @@ pub(crate) struct ChildArgs {
 const EX_SOFTWARE: u8 = 70;
 
 /// Serve tasks until done; returns the exit code.
-pub(crate) fn run(args: &ChildArgs) -> u8 {
-    let registry = match super::worker::tasks_registry(args.config.as_deref()) {
+pub(crate) fn run(args: &ChildArgs, tasks: &celeriac::task::Registry) -> u8 {
+    let registry = match super::worker::tasks_registry(tasks.clone(), args.config.as_deref()) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("celeriac child: {e:#}");

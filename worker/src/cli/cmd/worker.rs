@@ -8,6 +8,7 @@ use crate::runtime::zygote::{AppReport, PythonPool, ZygoteSpec};
 use crate::runtime::{self, PoolMode, WorkerConfig};
 use crate::{command, daemon, pyapp};
 use anyhow::{Context, Result, bail};
+use celeriac::task::Registry;
 use clap::{Args, ValueEnum};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -325,7 +326,7 @@ fn secs(s: f64, what: &str) -> Result<Duration> {
 }
 
 /// Run a worker until it is shut down: exit 0 after a warm shutdown, 1 after a cold one.
-pub(crate) async fn run(w: WorkerArgs, given: Given<'_>) -> Result<u8> {
+pub(crate) async fn run(w: WorkerArgs, given: Given<'_>, tasks: Registry) -> Result<u8> {
     let host = celeriac::client::hostname();
     let cwd = std::env::current_dir().context("reading the current directory")?;
     let python_app = given
@@ -375,7 +376,7 @@ pub(crate) async fn run(w: WorkerArgs, given: Given<'_>) -> Result<u8> {
     if w.in_process() && w.max_tasks_per_child.is_some_and(|n| n > 0) {
         tracing::warn!("--max-tasks-per-child has no effect with an in-process pool");
     }
-    let registry = tasks_registry(cfg.command_tasks.as_deref())?;
+    let registry = tasks_registry(tasks, cfg.command_tasks.as_deref())?;
     refuse_name_clashes(&registry, &cfg)?;
     if let Some(r) = &report {
         log_effective_settings(&cfg, r);
@@ -483,10 +484,9 @@ fn log_effective_settings(cfg: &WorkerConfig, app: &AppReport) {
     }
 }
 
-/// The tasks this binary serves: the compiled-in `shared_tasks` plus command tasks (the
-/// worker and every child it spawns build the same registry).
-pub(crate) fn tasks_registry(config: Option<&Path>) -> Result<celeriac::task::Registry> {
-    let mut registry = shared_tasks::registry();
+/// The tasks this binary serves: its compiled-in `tasks` plus command tasks (the worker and
+/// every child it spawns build the same registry).
+pub(crate) fn tasks_registry(mut registry: Registry, config: Option<&Path>) -> Result<Registry> {
     if let Some(path) = config {
         command::register(&mut registry, command::load(path)?);
     }
