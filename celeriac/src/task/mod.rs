@@ -28,9 +28,64 @@ pub struct TaskCall {
     /// Where the message came from (`exchange`, `routing_key`, `priority`, `redelivered`),
     /// as Celery's `self.request.delivery_info`.
     pub delivery_info: Value,
+    /// Where [`TaskCall::update_state`] sends the task's progress (set by the process that
+    /// runs the task).
+    pub updates: StateSink,
+}
+
+/// Where a running task's `update_state` goes: the worker stores each update as the task's
+/// state (a `PROGRESS` meta, say) before its final result, as Celery's `update_state` does.
+#[derive(Clone, Default)]
+pub struct StateSink(Option<Arc<dyn Fn(&str, &Value) + Send + Sync>>);
+
+impl StateSink {
+    /// A sink calling `f(state, meta)` for each update.
+    pub fn new(f: impl Fn(&str, &Value) + Send + Sync + 'static) -> Self {
+        StateSink(Some(Arc::new(f)))
+    }
+
+    /// Whether updates go anywhere.
+    pub fn is_connected(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// Send one update; false when nothing listens.
+    pub fn send(&self, state: &str, meta: &Value) -> bool {
+        match &self.0 {
+            Some(sink) => {
+                sink(state, meta);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl std::fmt::Debug for StateSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.is_connected() {
+            "StateSink(connected)"
+        } else {
+            "StateSink(none)"
+        })
+    }
 }
 
 impl TaskCall {
+    /// Celery's `self.update_state(state=..., meta=...)`: store `state` (e.g. `"PROGRESS"`)
+    /// with `meta` as the task's result until it ends; a client's `AsyncResult.state` and
+    /// `.info` see it. The worker stores every update before the task's final result.
+    pub fn update_state(&self, state: &str, meta: Value) -> Result<(), TaskError> {
+        match self.updates.send(state, &meta) {
+            true => Ok(()),
+            false => Err(TaskError::exception(
+                "builtins",
+                "RuntimeError",
+                "update_state: this task runs where no worker stores its state",
+            )),
+        }
+    }
+
     /// Argument `i` by position, or by `name` in kwargs.
     pub fn arg(&self, i: usize, name: &str) -> Result<&Value, TaskError> {
         self.args

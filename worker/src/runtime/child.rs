@@ -9,7 +9,7 @@
 //! process group, so the worker can kill a task's whole tree at once.
 
 use celeriac::protocol::ExceptionInfo;
-use celeriac::task::{Registry, TaskCall, TaskError};
+use celeriac::task::{Registry, StateSink, TaskCall, TaskError};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::io::{BufRead, Write};
@@ -67,6 +67,23 @@ pub(crate) enum ChildOutcome {
     },
 }
 
+/// A line a child writes while its task runs: the task's `update_state`, for the worker to
+/// store before the outcome comes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct ChildUpdate {
+    /// The state to store (`PROGRESS`, or any name the task chose).
+    pub state: String,
+    /// Its meta (the stored `result`).
+    pub meta: Value,
+}
+
+/// The wire form of a [`ChildUpdate`] line: `{"update": {...}}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct ChildUpdateLine {
+    /// The update.
+    pub update: ChildUpdate,
+}
+
 /// One line a child writes back: the outcome, and whether the child exits after it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct ChildReport {
@@ -97,8 +114,9 @@ impl ChildOutcome {
     }
 }
 
-/// Run a request in this process (used by the child and by the in-process pool).
-pub(crate) fn execute(registry: &Registry, req: &ChildRequest) -> ChildOutcome {
+/// Run a request in this process (used by the child and by the in-process pool); the
+/// task's `update_state` calls go to `updates`.
+pub(crate) fn execute(registry: &Registry, req: &ChildRequest, updates: StateSink) -> ChildOutcome {
     let call = TaskCall {
         args: req.args.clone(),
         kwargs: req.kwargs.clone(),
@@ -106,6 +124,7 @@ pub(crate) fn execute(registry: &Registry, req: &ChildRequest) -> ChildOutcome {
         retries: req.retries,
         hostname: req.hostname.clone(),
         delivery_info: req.delivery_info.clone(),
+        updates,
     };
     ChildOutcome::from_result(registry.run(&req.task, &call))
 }
@@ -183,7 +202,26 @@ pub(crate) fn child_main(registry: Registry, max_tasks: u64) -> i32 {
                 }
             });
         }
-        let outcome = execute(&registry, &req);
+        // An update is written and flushed before the task goes on, and the parent stores
+        // each one before it reads the next line: the final result always comes last.
+        let sink = {
+            let proto = proto.clone();
+            StateSink::new(move |state, meta| {
+                let line = ChildUpdateLine {
+                    update: ChildUpdate {
+                        state: state.to_string(),
+                        meta: meta.clone(),
+                    },
+                };
+                if let Ok(mut bytes) = serde_json::to_vec(&line) {
+                    bytes.push(b'\n');
+                    let mut f = proto.lock().unwrap_or_else(|e| e.into_inner());
+                    let _ = f.write_all(&bytes);
+                    let _ = f.flush();
+                }
+            })
+        };
+        let outcome = execute(&registry, &req, sink);
         // Claim the generation so a soft-limit timer that fires now does nothing.
         if generation
             .compare_exchange(

@@ -6,7 +6,7 @@
 
 use super::child::{ChildOutcome, ChildRequest, execute};
 use super::zygote::PyReport;
-use celeriac::task::Registry;
+use celeriac::task::{Registry, StateSink};
 use celeriac::transport::Delivery;
 use std::future::Future;
 use std::pin::Pin;
@@ -39,7 +39,8 @@ pub(crate) trait Executor: Send + Sync + std::fmt::Debug {
     /// message on whole, as the Python one does, passes those bytes). `started` is told the pid of the process running it (for `inspect
     /// active` and for freeing the locks of a process that died); a signal number received
     /// on `terminate` (a revoke with `terminate`) ends the run early. `hard_limit` ends it
-    /// as [`ExecOutcome::TimeLimit`] where the executor can enforce it.
+    /// as [`ExecOutcome::TimeLimit`] where the executor can enforce it. A Rust task's
+    /// `update_state` calls go to `updates` (a Python task's tracer stores its own).
     fn run<'a>(
         &'a self,
         req: ChildRequest,
@@ -47,6 +48,7 @@ pub(crate) trait Executor: Send + Sync + std::fmt::Debug {
         hard_limit: Option<Duration>,
         started: Box<dyn FnOnce(u32) + Send + 'a>,
         terminate: mpsc::UnboundedReceiver<i32>,
+        updates: StateSink,
     ) -> RunFuture<'a>;
 
     /// Kill everything running now (cold shutdown).
@@ -72,10 +74,11 @@ impl Executor for InProcess {
         _hard_limit: Option<Duration>,
         started: Box<dyn FnOnce(u32) + Send + 'a>,
         _terminate: mpsc::UnboundedReceiver<i32>,
+        updates: StateSink,
     ) -> RunFuture<'a> {
         Box::pin(async move {
             started(std::process::id());
-            ExecOutcome::Done(execute(&self.0, &req))
+            ExecOutcome::Done(execute(&self.0, &req, updates))
         })
     }
 
@@ -106,12 +109,14 @@ impl Executor for Routed {
         hard_limit: Option<Duration>,
         started: Box<dyn FnOnce(u32) + Send + 'a>,
         terminate: mpsc::UnboundedReceiver<i32>,
+        updates: StateSink,
     ) -> RunFuture<'a> {
         if self.python_names.contains(&req.task) {
             self.python
-                .run(req, delivery, hard_limit, started, terminate)
+                .run(req, delivery, hard_limit, started, terminate, updates)
         } else {
-            self.rest.run(req, delivery, hard_limit, started, terminate)
+            self.rest
+                .run(req, delivery, hard_limit, started, terminate, updates)
         }
     }
 

@@ -6,8 +6,9 @@
 //! process group; a hard time limit, a revoke with `terminate`, or a cold shutdown kills the
 //! whole group (the task and anything it started) with one `kill(-pgid, sig)`.
 
-use super::child::{ChildReport, ChildRequest, PARENT_PID_ENV};
+use super::child::{ChildReport, ChildRequest, ChildUpdateLine, PARENT_PID_ENV};
 use super::executor::{ExecOutcome, Executor, RunFuture};
+use celeriac::task::StateSink;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -149,6 +150,7 @@ impl ChildPool {
         hard_limit: Option<Duration>,
         started: Box<dyn FnOnce(u32) + Send + '_>,
         terminate: &mut mpsc::UnboundedReceiver<i32>,
+        updates: &StateSink,
     ) -> ExecOutcome {
         let mut c = match self.take() {
             Ok(c) => c,
@@ -164,7 +166,9 @@ impl ChildPool {
         }
         started(c.pid);
         self.running.lock().expect("running").push(c.pid);
-        let (outcome, exiting) = self.talk(&mut c, &req, hard_limit, terminate).await;
+        let (outcome, exiting) = self
+            .talk(&mut c, &req, hard_limit, terminate, updates)
+            .await;
         self.running
             .lock()
             .expect("running")
@@ -193,14 +197,31 @@ impl ChildPool {
         req: &ChildRequest,
         hard_limit: Option<Duration>,
         terminate: &mut mpsc::UnboundedReceiver<i32>,
+        updates: &StateSink,
     ) -> (ExecOutcome, bool) {
         let mut line = serde_json::to_vec(req).expect("request serializes");
         line.push(b'\n');
         if c.stdin.write_all(&line).await.is_err() || c.stdin.flush().await.is_err() {
             return (lost(c).await, false);
         }
-        let mut buf = String::new();
-        let read = c.stdout.read_line(&mut buf);
+        // The task's updates come first, one line each, stored in order; then its outcome.
+        let stdout = &mut c.stdout;
+        let read = async move {
+            let mut buf = String::new();
+            loop {
+                buf.clear();
+                match stdout.read_line(&mut buf).await {
+                    Ok(n) if n > 0 => {
+                        if let Ok(line) = serde_json::from_str::<ChildUpdateLine>(&buf) {
+                            updates.send(&line.update.state, &line.update.meta);
+                            continue;
+                        }
+                        return Some(serde_json::from_str::<ChildReport>(&buf));
+                    }
+                    _ => return None,
+                }
+            }
+        };
         let sleep = async {
             match hard_limit {
                 Some(d) => tokio::time::sleep(d).await,
@@ -209,11 +230,9 @@ impl ChildPool {
         };
         let outcome = tokio::select! {
             r = read => match r {
-                Ok(n) if n > 0 => match serde_json::from_str::<ChildReport>(&buf) {
-                    Ok(r) => return (ExecOutcome::Done(r.outcome), r.exiting),
-                    Err(e) => ExecOutcome::WorkerLost(format!("child sent an unreadable outcome: {e}")),
-                },
-                _ => lost(c).await,
+                Some(Ok(r)) => return (ExecOutcome::Done(r.outcome), r.exiting),
+                Some(Err(e)) => ExecOutcome::WorkerLost(format!("child sent an unreadable outcome: {e}")),
+                None => lost(c).await,
             },
             _ = sleep => {
                 kill_group(c.pid, libc::SIGKILL);
@@ -257,10 +276,11 @@ impl Executor for Arc<ChildPool> {
         hard_limit: Option<Duration>,
         started: Box<dyn FnOnce(u32) + Send + 'a>,
         mut terminate: mpsc::UnboundedReceiver<i32>,
+        updates: StateSink,
     ) -> RunFuture<'a> {
-        Box::pin(
-            async move { ChildPool::run(self, req, hard_limit, started, &mut terminate).await },
-        )
+        Box::pin(async move {
+            ChildPool::run(self, req, hard_limit, started, &mut terminate, &updates).await
+        })
     }
 
     fn kill_all(&self) {

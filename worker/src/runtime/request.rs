@@ -191,6 +191,24 @@ pub(super) async fn run(worker: &Arc<Worker>, request: Request) {
     let job = worker.jobs.fetch_add(1, Ordering::Relaxed);
     let t0 = Instant::now();
     let state = worker.state.clone();
+    // A Rust task's `update_state`: stored at once, as Celery's `update_state` writes the
+    // backend from the task itself. Stores are made in order on the caller's thread (a
+    // runtime thread: the child's reader, or the in-process task), so the final result,
+    // stored after the run, is always the last word.
+    let updates = {
+        let w = worker.clone();
+        let msg = msg.clone();
+        celeriac::task::StateSink::new(move |state, meta| {
+            let state = TaskState::parse(state);
+            let m = outcome::meta_for(
+                &w,
+                &msg,
+                ResultMeta::new(&msg.headers.id, state, meta.clone()),
+            );
+            let w = w.clone();
+            tokio::task::block_in_place(|| w.main.block_on(outcome::store(&w, &m)));
+        })
+    };
     let outcome = worker
         .executor
         .run(
@@ -199,6 +217,7 @@ pub(super) async fn run(worker: &Arc<Worker>, request: Request) {
             hard.as_ref().map(|l| l.after),
             Box::new(move |pid| state.set_worker_pid(tag, pid)),
             term_rx,
+            updates,
         )
         .await;
     let runtime = t0.elapsed().as_secs_f64();

@@ -629,6 +629,8 @@ impl Executor for Arc<PythonPool> {
         hard_limit: Option<Duration>,
         started: Box<dyn FnOnce(u32) + Send + 'a>,
         terminate: mpsc::UnboundedReceiver<i32>,
+        // Celery's tracer stores a Python task's `update_state` itself.
+        _updates: celeriac::task::StateSink,
     ) -> RunFuture<'a> {
         let soft = req.soft_time_limit.map(Duration::from_secs_f64);
         Box::pin(self.run_job(delivery, soft, hard_limit, started, terminate))
