@@ -19,20 +19,21 @@ const JWQL_FLAGS: &[&str] = &[
     "1",
 ];
 
-/// What the client script stored, as JSON, with `python` serving the app on one side.
-fn stored_by(python: &Path, celeriac: bool) -> Value {
+/// What the client script stored, as JSON, with `python` serving the app, by celeriac with
+/// `celeriac` flags, or by Python Celery when `None`.
+fn stored_by(python: &Path, celeriac: Option<&[&str]>) -> Value {
     let server = RedisServer::start();
     let url = server.url(0);
     let dir = apps_dir();
     // Celery in JWQL mode manages under a task a second (a 5 s refill timer per child), so
     // its side keeps its child; celeriac runs the JWQL line, one child per task.
-    let _worker: Box<dyn std::any::Any> = if celeriac {
+    let _worker: Box<dyn std::any::Any> = if let Some(flags) = celeriac {
         Box::new(celeriac_app_worker(
             python,
             &dir,
             "pytasks",
             Some(&url),
-            JWQL_FLAGS,
+            flags,
         ))
     } else {
         Box::new(python_app_worker(
@@ -53,16 +54,20 @@ fn stored_by(python: &Path, celeriac: bool) -> Value {
     assert!(
         out.success,
         "client failed ({}):\n{}\n{}",
-        if celeriac { "celeriac" } else { "celery" },
+        if celeriac.is_some() {
+            "celeriac"
+        } else {
+            "celery"
+        },
         out.stdout,
         out.stderr
     );
     serde_json::from_str(&out.stdout).expect("client prints JSON")
 }
 
-fn differential(python: &Path) {
-    let celery = stored_by(python, false);
-    let ours = stored_by(python, true);
+fn differential(python: &Path, celeriac: &[&str]) {
+    let celery = stored_by(python, None);
+    let ours = stored_by(python, Some(celeriac));
     let mut differences = Vec::new();
     for (scenario, theirs) in celery.as_object().expect("object") {
         let mine = &ours[scenario];
@@ -98,12 +103,27 @@ fn differential(python: &Path) {
 
 #[test]
 fn every_way_a_python_task_ends_stores_what_python_celery_stores() {
-    differential(&python());
+    differential(&python(), JWQL_FLAGS);
+}
+
+#[test]
+fn every_way_a_python_task_ends_stores_what_python_celery_stores_with_kept_children() {
+    // The child serves task after task, as Celery's prefork child does (max tasks 0).
+    differential(
+        &python(),
+        &[
+            "-c1",
+            "--prefetch-multiplier",
+            "1",
+            "--max-tasks-per-child",
+            "0",
+        ],
+    );
 }
 
 #[test]
 fn every_way_a_python_task_ends_stores_what_python_celery_5_5_stores() {
-    differential(&python_celery55());
+    differential(&python_celery55(), JWQL_FLAGS);
 }
 
 fn jwql_worker(server: &RedisServer) -> tests::CeleriacWorker {
