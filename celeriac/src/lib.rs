@@ -23,6 +23,8 @@
 #![forbid(unsafe_code)]
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
+#[doc(hidden)]
+pub mod __private;
 pub mod backend;
 pub mod client;
 pub mod conn;
@@ -36,6 +38,12 @@ pub use backend::Backend;
 pub use client::{AsyncResult, Client, SendOptions, TypedResult};
 pub use protocol::{Envelope, ExceptionInfo, ResultMeta, State, TaskMessage};
 pub use transport::Broker;
+
+/// Declare a Celery task as a plain typed function.
+pub use celeriac_macros::task;
+
+/// Name the Python exception class a task error fails with.
+pub use celeriac_macros::Exception;
 
 /// Celery's `task_default_queue`: where a task goes, and what a worker consumes, when no
 /// queue is named.

@@ -5,6 +5,12 @@
 //! JWQL mode, so it may block, leak or crash without harming the worker. Errors carry the
 //! Python exception type and module, so `AsyncResult.get()` in Python re-raises exactly
 //! what a Python task would have raised.
+//!
+//! `#[celeriac::task]` writes such a function for a plain typed one; the [`Context`] of a
+//! `bind = true` task and the binding of arguments to parameters live in `typed`.
+
+pub(crate) mod typed;
+pub use typed::Context;
 
 use crate::protocol::ExceptionInfo;
 use serde_json::{Map, Value};
