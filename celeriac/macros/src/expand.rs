@@ -269,7 +269,10 @@ fn stubs(task: &Task) -> TokenStream {
     };
     let encoded = task.params.iter().enumerate().map(|(i, p)| {
         let name = &p.name;
-        let index = syn::Index::from(i);
+        let index = syn::Index {
+            index: i as u32,
+            span: p.ty.span(),
+        };
         quote_spanned! {p.ty.span()=>
             ::celeriac::__private::encode_arg(self::NAME, #name, &args.#index)?
         }

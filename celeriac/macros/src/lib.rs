@@ -16,14 +16,15 @@ mod expand;
 mod parse;
 mod validate;
 
-/// Declare a Celery task; documented on its re-export, `celeriac::task`.
+/// (`#[celeriac::task]` is implemented in the `celeriac-macros` crate; use it through
+/// `celeriac`, where it is documented.)
 #[proc_macro_attribute]
 pub fn task(attr: TokenStream, item: TokenStream) -> TokenStream {
     expand::task(attr.into(), item.into()).into()
 }
 
-/// Name the Python exception class of an error type; documented on its re-export,
-/// `celeriac::Exception`.
+/// (`#[derive(celeriac::Exception)]` is implemented in the `celeriac-macros` crate; use it
+/// through `celeriac`, where it is documented.)
 #[proc_macro_derive(Exception, attributes(exception))]
 pub fn exception(input: TokenStream) -> TokenStream {
     expand::exception(input.into()).into()

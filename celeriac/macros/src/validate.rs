@@ -6,7 +6,6 @@
 
 use proc_macro2::{Span, TokenStream};
 use quote::{ToTokens, quote};
-use syn::spanned::Spanned;
 use syn::{
     Expr, FnArg, GenericArgument, GenericParam, Ident, LitStr, Pat, PathArguments, ReturnType, Type,
 };
@@ -56,6 +55,11 @@ impl Errors {
         self.add(syn::Error::new(span, msg));
     }
 
+    /// An error spanning all of `node` (a type, a pattern, `&self`), not just its first token.
+    fn push_spanned(&mut self, node: &dyn ToTokens, msg: impl std::fmt::Display) {
+        self.add(syn::Error::new_spanned(node, msg));
+    }
+
     fn add(&mut self, e: syn::Error) {
         match &mut self.0 {
             Some(all) => all.combine(e),
@@ -95,13 +99,13 @@ pub(crate) fn task(options: Options, func: TaskFn) -> syn::Result<Task> {
         );
     }
     if let Some(v) = &sig.variadic {
-        errors.push(v.span(), "a task cannot be variadic");
+        errors.push_spanned(v, "a task cannot be variadic");
     }
     for g in &sig.generics.params {
         match g {
             GenericParam::Lifetime(_) => {}
-            GenericParam::Type(_) | GenericParam::Const(_) => errors.push(
-                g.span(),
+            GenericParam::Type(_) | GenericParam::Const(_) => errors.push_spanned(
+                g,
                 "a task cannot be generic: its arguments arrive as JSON, so every parameter \
                  needs one concrete type",
             ),
@@ -110,8 +114,8 @@ pub(crate) fn task(options: Options, func: TaskFn) -> syn::Result<Task> {
     if let ReturnType::Type(_, ty) = &sig.output
         && contains_impl_trait(ty)
     {
-        errors.push(
-            ty.span(),
+        errors.push_spanned(
+            ty,
             "a task cannot return `impl Trait`: the typed client stubs need the result's type; \
              name it",
         );
@@ -121,8 +125,8 @@ pub(crate) fn task(options: Options, func: TaskFn) -> syn::Result<Task> {
     for (i, (input, attrs)) in sig.inputs.iter().zip(&func.arg_attrs).enumerate() {
         let t = match input {
             FnArg::Receiver(r) => {
-                errors.push(
-                    r.span(),
+                errors.push_spanned(
+                    r,
                     "a task is a free function: `self` is not allowed (write a function whose \
                      parameters are the task's arguments)",
                 );
@@ -140,14 +144,14 @@ pub(crate) fn task(options: Options, func: TaskFn) -> syn::Result<Task> {
         let is_ctx = is_context(&t.ty);
         if bind && i == 0 {
             if !is_ctx {
-                errors.push(
-                    t.ty.span(),
+                errors.push_spanned(
+                    &t.ty,
                     "with `bind = true` the first parameter must be the task context: \
                      `ctx: &celeriac::task::Context`",
                 );
             }
             if let Some(a) = attrs.first() {
-                errors.push(a.span(), "the task context takes no `#[arg(...)]`");
+                errors.push_spanned(a, "the task context takes no `#[arg(...)]`");
             }
             continue;
         }
@@ -157,14 +161,14 @@ pub(crate) fn task(options: Options, func: TaskFn) -> syn::Result<Task> {
             } else {
                 "a task context parameter needs `bind = true` in #[celeriac::task(...)]"
             };
-            errors.push(t.ty.span(), msg);
+            errors.push_spanned(&t.ty, msg);
             continue;
         }
         let ident = match &*t.pat {
             Pat::Ident(p) if p.by_ref.is_none() && p.subpat.is_none() => p.ident.clone(),
             other => {
-                errors.push(
-                    other.span(),
+                errors.push_spanned(
+                    other,
                     "a task parameter must be a plain name (`x: i64`): the name is the keyword \
                      a caller may pass the argument under",
                 );
@@ -172,8 +176,8 @@ pub(crate) fn task(options: Options, func: TaskFn) -> syn::Result<Task> {
             }
         };
         if contains_impl_trait(&t.ty) {
-            errors.push(
-                t.ty.span(),
+            errors.push_spanned(
+                &t.ty,
                 "a task parameter cannot be `impl Trait`: its argument arrives as JSON, so it \
                  needs one concrete type",
             );
@@ -240,9 +244,11 @@ fn check_options(o: &Options, errors: &mut Errors) {
             }
         }
     }
-    for lit in [&o.name, &o.queue].into_iter().flatten() {
-        if lit.value().trim().is_empty() {
-            errors.push(lit.span(), "must not be empty");
+    for (lit, what) in [(&o.name, "name"), (&o.queue, "queue")] {
+        if let Some(lit) = lit
+            && lit.value().trim().is_empty()
+        {
+            errors.push(lit.span(), format!("`{what}` must not be empty"));
         }
     }
     for (s, what) in [
