@@ -206,6 +206,18 @@ async fn sleepy(ms: u64) -> Result<u64, std::io::Error> {
 )]
 fn configured() {}
 
+/// Another attribute below ours still applies, though it rewrites the return type
+/// (`#[locks::only_one]` makes it `Result<u32, locks::NotRun>`). Nothing listens on port 1,
+/// so the lock is never taken.
+#[celeriac::task(name = "t.locked")]
+#[locks::only_one(
+    key = "t:{key}",
+    client = locks::Client::open_detached("redis://127.0.0.1:1/0").expect("lock url")
+)]
+fn locked(key: &str) -> u32 {
+    key.len() as u32
+}
+
 mod jobs {
     #[celeriac::task(name = "jobs.cleanup")]
     pub(crate) fn cleanup(days: u32) -> u32 {
@@ -618,6 +630,13 @@ fn a_bound_task_can_be_called_with_a_hand_made_context() {
     );
 }
 
+#[test]
+fn an_attribute_below_ours_still_applies_and_its_error_fails_the_task() {
+    let (module, ty, msg) = exception(run(locked::task(), json!(["k"]), json!({})));
+    assert_eq!((module.as_str(), ty.as_str()), ("locks.error", "NotRun"));
+    assert!(msg.contains("lock `t:k`"), "{msg}");
+}
+
 // ---------------------------------------------------------------------------------------
 // async, registry, options, stubs
 // ---------------------------------------------------------------------------------------
@@ -697,5 +716,6 @@ async fn stubs_type_check(client: &celeriac::Client) -> Result<(), celeriac::cli
     let _: celeriac::TypedResult<String> = static_str::delay(client).await?;
     let _: celeriac::TypedResult<usize> = borrowed::delay(client, "k", vec![1.0]).await?;
     let _: celeriac::TypedResult<u64> = sleepy::delay(client, 1).await?;
+    let _: celeriac::TypedResult<u32> = locked::delay(client, "k").await?;
     Ok(())
 }

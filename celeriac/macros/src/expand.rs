@@ -164,13 +164,17 @@ fn registration(task: &Task) -> TokenStream {
         let required = matches!(p.kind, Kind::Required);
         quote!(::celeriac::__private::Param { name: #name, required: #required })
     });
+    // Only the decoding call carries the parameter type's span (so "cannot be a task
+    // argument" points there); paths stay at the call site, where lints such as
+    // `unused_qualifications` leave generated code alone.
     let args = task.params.iter().enumerate().map(|(i, p)| {
         let span = p.ty.span();
+        let decode = quote_spanned!(span=> __bound.decode(#i, __v)?);
         match &p.kind {
             Kind::Required => quote_spanned!(span=> __bound.required(#i)?),
-            Kind::Optional => quote_spanned! {span=>
+            Kind::Optional => quote! {
                 match __bound.value(#i) {
-                    ::core::option::Option::Some(__v) => __bound.decode(#i, __v)?,
+                    ::core::option::Option::Some(__v) => #decode,
                     ::core::option::Option::None => ::core::option::Option::None,
                 }
             },
@@ -181,12 +185,12 @@ fn registration(task: &Task) -> TokenStream {
                     syn::Expr::Lit(syn::ExprLit {
                         lit: syn::Lit::Str(_),
                         ..
-                    }) => quote_spanned!(e.span()=> ::core::convert::Into::into(#e)),
+                    }) => quote!(::core::convert::Into::into(#e)),
                     _ => e.to_token_stream(),
                 };
-                quote_spanned! {span=>
+                quote! {
                     match __bound.value(#i) {
-                        ::core::option::Option::Some(__v) => __bound.decode(#i, __v)?,
+                        ::core::option::Option::Some(__v) => #decode,
                         ::core::option::Option::None => #default,
                     }
                 }
@@ -252,7 +256,7 @@ fn stubs(task: &Task) -> TokenStream {
         syn::ReturnType::Default => task.func.sig.ident.span(),
         syn::ReturnType::Type(_, ty) => ty.span(),
     };
-    let ret = quote_spanned! {result_span=>
+    let ret = quote! {
         ::core::result::Result<::celeriac::TypedResult<#result>, ::celeriac::client::ClientError>
     };
     let client = if task.params.iter().any(|p| p.name == "client") {
@@ -274,7 +278,7 @@ fn stubs(task: &Task) -> TokenStream {
             span: p.ty.span(),
         };
         quote_spanned! {p.ty.span()=>
-            ::celeriac::__private::encode_arg(self::NAME, #name, &args.#index)?
+            ::celeriac::__private::encode_arg(NAME, #name, &args.#index)?
         }
     });
     let unused = task.params.is_empty().then(|| quote!(let () = args;));
@@ -283,7 +287,7 @@ fn stubs(task: &Task) -> TokenStream {
         None => quote!(::core::option::Option::None),
     };
     let send = quote_spanned! {result_span=>
-        ::celeriac::__private::send::<#result>(client, self::NAME, __args, opts, #queue).await
+        ::celeriac::__private::send::<#result>(client, NAME, __args, opts, __queue).await
     };
     let sig_params: Vec<_> = generics.params.iter().collect();
     let generics = if sig_params.is_empty() {
@@ -322,6 +326,7 @@ fn stubs(task: &Task) -> TokenStream {
             #unused
             let __args: ::std::vec::Vec<::celeriac::__private::serde_json::Value> =
                 ::std::vec![#(#encoded),*];
+            let __queue: ::core::option::Option<&str> = #queue;
             #send
         }
     }
