@@ -552,6 +552,20 @@ mod tests {
     }
 
     #[test]
+    fn an_unencodable_argument_is_an_encode_error_naming_it() {
+        let mut m = std::collections::HashMap::new();
+        m.insert((1, 2), 3);
+        match encode_arg("t.add", "x", &m) {
+            Err(ClientError::Encode { task, name, reason }) => {
+                assert_eq!((task.as_str(), name.as_str()), ("t.add", "x"));
+                assert!(reason.contains("key must be a string"), "{reason}");
+            }
+            other => panic!("expected an encode error, got {other:?}"),
+        }
+        assert_eq!(encode_arg("t.add", "x", "a").ok(), Some(Value::from("a")));
+    }
+
+    #[test]
     fn an_unencodable_result_is_kombus_encode_error() {
         let mut m = std::collections::HashMap::new();
         m.insert((1, 2), 3);

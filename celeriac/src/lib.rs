@@ -74,7 +74,8 @@ pub use transport::Broker;
 ///
 /// # What it generates
 ///
-/// For `#[celeriac::task(...)] vis fn name(params) -> R { body }`:
+/// For `#[celeriac::task(...)] vis fn name(params) -> R { body }` (an item at module level,
+/// not inside a function body: the generated module refers to its parent's items):
 ///
 /// - the function, unchanged (other attributes on it, such as `#[locks::only_one(...)]`
 ///   written below this one, still apply, even if they change its return type);

@@ -141,6 +141,12 @@ pub(crate) fn task(options: Options, func: TaskFn) -> syn::Result<Task> {
                 None
             }
         };
+        if remote && let Some(a) = attrs.first() {
+            errors.push_spanned(
+                a,
+                "`#[arg(...)]` has no effect on a `remote` task: the stubs send every argument",
+            );
+        }
         let is_ctx = is_context(&t.ty);
         if bind && i == 0 {
             if !is_ctx {
