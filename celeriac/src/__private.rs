@@ -339,11 +339,20 @@ fn jitter(n: u64) -> u64 {
 // async fn bodies
 // ---------------------------------------------------------------------------------------
 
-/// Run an `async fn` task body to completion on a fresh current-thread tokio runtime with
-/// time and I/O enabled (a task runs in a worker's child process, which has no runtime).
-/// Calling it from inside an async context is tokio's "runtime within a runtime" panic,
-/// which the registry turns into a `RuntimeError`.
+/// Run an `async fn` task body to completion: on a fresh current-thread tokio runtime with
+/// time and I/O enabled (a task runs in a worker's child process, which has no runtime), or
+/// on the multi-threaded runtime the caller runs on (the in-process pools). Inside a
+/// current-thread runtime this is tokio's "runtime within a runtime" panic, which the
+/// registry turns into a `RuntimeError`.
 pub fn block_on<F: Future>(fut: F) -> Result<F::Output, TaskError> {
+    // An in-process pool (`-P solo` / `threads`) runs task bodies on the worker's own
+    // (multi-threaded) runtime threads: the future runs there, the thread handed over to
+    // blocking work meanwhile, as a runtime within a runtime cannot be started.
+    if let Ok(handle) = tokio::runtime::Handle::try_current()
+        && handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
+    {
+        return Ok(tokio::task::block_in_place(|| handle.block_on(fut)));
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .enable_io()

@@ -2,40 +2,43 @@
 //! counterpart of JWQL's `shared_tasks` module. Names are part of the contract: monitors and
 //! tests outside this repository call them as `shared_tasks.<name>`.
 //!
-//! Each body is a plain synchronous function: in the JWQL mode it runs in a child process of
-//! its own, so it may block, leak or abort without harming the worker.
+//! Each task is a plain typed function under `#[celeriac::task]`, which binds a Python
+//! client's arguments to its parameters (a wrong call is a `TypeError`, as in Python) and
+//! gives each a typed client stub (`add::delay(&client, ...)`). In the JWQL mode a task runs
+//! in a child process of its own, so it may block, leak or abort without harming the worker.
 
 #![forbid(unsafe_code)]
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
-use celeriac::task::{Registry, TaskCall, TaskError};
-use serde_json::{Map, Value, json};
+use celeriac::task::{Context, Registry, TaskDef, TaskError};
+use serde_json::{Number, Value, json};
 use std::time::Duration;
 
 /// The registry of every task in this crate.
 pub fn registry() -> Registry {
-    let mut r = Registry::new();
-    r.register("shared_tasks.add", add)
-        .register("shared_tasks.echo", echo)
-        .register("shared_tasks.fail", fail)
-        .register("shared_tasks.sleep", sleep)
-        .register("shared_tasks.pid", pid)
-        .register("shared_tasks.crash", crash)
-        .register("shared_tasks.alloc", alloc)
-        .register("shared_tasks.retry_until", retry_until)
-        .register("shared_tasks.spawn_sleepers", spawn_sleepers)
-        .register("shared_tasks.spin", spin)
-        .register("shared_tasks.append_line", append_line)
-        .register("shared_tasks.locked_sleep", locked_sleep);
-    r
+    let mut registry = celeriac::tasks![
+        add,
+        fail,
+        sleep,
+        pid,
+        crash,
+        alloc,
+        retry_until,
+        spawn_sleepers,
+        spin,
+        append_line,
+        locked_sleep,
+        progress,
+    ];
+    registry.add(echo());
+    registry
 }
 
 /// `add(x, y)` → `x + y`, with Python's rules: int + int stays an int (arbitrary size within
 /// i128 here), anything with a float is a float, strings and lists concatenate.
-pub fn add(call: &TaskCall) -> Result<Value, TaskError> {
-    let x = call.arg(0, "x")?;
-    let y = call.arg(1, "y")?;
-    match (x, y) {
+#[celeriac::task]
+pub fn add(x: Value, y: Value) -> Result<Value, TaskError> {
+    match (&x, &y) {
         (Value::Number(a), Value::Number(b)) => {
             if let (Some(a), Some(b)) = (a.as_i64(), b.as_i64()) {
                 let s = i128::from(a) + i128::from(b);
@@ -61,8 +64,8 @@ pub fn add(call: &TaskCall) -> Result<Value, TaskError> {
         }
         _ => Err(TaskError::type_error(format!(
             "unsupported operand type(s) for +: {} and {}",
-            py_type(x),
-            py_type(y)
+            py_type(&x),
+            py_type(&y)
         ))),
     }
 }
@@ -79,54 +82,57 @@ fn py_type(v: &Value) -> &'static str {
     }
 }
 
-/// `echo(*args, **kwargs)` → `{"args": [...], "kwargs": {...}}`.
-pub fn echo(call: &TaskCall) -> Result<Value, TaskError> {
-    let mut m = Map::new();
-    m.insert("args".into(), Value::Array(call.args.clone()));
-    m.insert("kwargs".into(), Value::Object(call.kwargs.clone()));
-    Ok(Value::Object(m))
+/// `echo(*args, **kwargs)` → `{"args": [...], "kwargs": {...}}`. Python's variadic
+/// parameters have no typed form, so this task is defined by hand: a [`TaskDef`] takes the
+/// call as it comes.
+pub fn echo() -> TaskDef {
+    TaskDef::new("shared_tasks.echo", |call| {
+        Ok(json!({"args": call.args, "kwargs": call.kwargs}))
+    })
 }
 
 /// `fail(message)` → raises `ValueError(message)` (`exc_module: builtins`).
-pub fn fail(call: &TaskCall) -> Result<Value, TaskError> {
-    let msg = call.arg(0, "message")?;
+#[celeriac::task]
+pub fn fail(message: Value) -> Result<(), TaskError> {
     Err(TaskError::Exception {
         exc: celeriac::ExceptionInfo {
             exc_type: "ValueError".into(),
-            exc_message: vec![msg.clone()],
+            exc_message: vec![message],
             exc_module: "builtins".into(),
         },
         traceback: None,
     })
 }
 
-/// `sleep(seconds)` → sleeps in the process running the task, returns `seconds`.
-pub fn sleep(call: &TaskCall) -> Result<Value, TaskError> {
-    let v = call.arg(0, "seconds")?.clone();
-    let s = call.f64_arg(0, "seconds")?;
+/// `sleep(seconds)` → sleeps in the process running the task, returns `seconds` as given.
+#[celeriac::task]
+pub fn sleep(seconds: Number) -> Result<Number, TaskError> {
+    let s = seconds.as_f64().unwrap_or(f64::NAN);
     if !(0.0..=86_400.0).contains(&s) {
         return Err(TaskError::value_error(format!(
             "seconds must be within 0..=86400, got {s}"
         )));
     }
     std::thread::sleep(Duration::from_secs_f64(s));
-    Ok(v)
+    Ok(seconds)
 }
 
 /// `pid()` → the OS process id of the process that executed the body.
-pub fn pid(_call: &TaskCall) -> Result<Value, TaskError> {
-    Ok(json!(std::process::id()))
+#[celeriac::task]
+pub fn pid() -> u32 {
+    std::process::id()
 }
 
 /// `crash()` → aborts the executing process (SIGABRT).
-pub fn crash(_call: &TaskCall) -> Result<Value, TaskError> {
+#[celeriac::task]
+pub fn crash() {
     std::process::abort()
 }
 
 /// `alloc(mib)` → allocates `mib` MiB, writes every page so the resident set really grows,
 /// leaks it on purpose, and returns the executing process's resident set in KiB.
-pub fn alloc(call: &TaskCall) -> Result<Value, TaskError> {
-    let mib = call.f64_arg(0, "mib")?;
+#[celeriac::task]
+pub fn alloc(mib: f64) -> Result<u64, TaskError> {
     if !(0.0..=65_536.0).contains(&mib) {
         return Err(TaskError::value_error(format!(
             "mib must be within 0..=65536, got {mib}"
@@ -141,32 +147,33 @@ pub fn alloc(call: &TaskCall) -> Result<Value, TaskError> {
     // build reported ~6 MiB for `alloc(200)`): let it escape, so it is really allocated.
     std::hint::black_box(&mut block);
     std::mem::forget(block);
-    Ok(json!(resident_kib()))
+    Ok(resident_kib())
 }
 
 /// `retry_until(n)`: raises a retry (countdown 0.1 s) until it has been retried `n` times,
 /// then returns the retry count. Exercises Celery's retry protocol end to end.
-pub fn retry_until(call: &TaskCall) -> Result<Value, TaskError> {
-    let n = call.f64_arg(0, "n")? as i64;
-    if call.retries < n {
-        return Err(TaskError::Retry {
-            countdown: Duration::from_millis(100),
-            max_retries: Some(n),
-            exc: celeriac::ExceptionInfo::new("builtins", "KeyError", "again"),
-        });
+#[celeriac::task(bind = true)]
+pub fn retry_until(ctx: &Context, n: f64) -> Result<i64, TaskError> {
+    let n = n as i64;
+    if ctx.retries() < n {
+        return Err(ctx
+            .retry()
+            .countdown(Duration::from_millis(100))
+            .max_retries(n.max(0) as u32)
+            .exc(TaskError::exception("builtins", "KeyError", "again"))
+            .into());
     }
-    Ok(json!(call.retries))
+    Ok(ctx.retries())
 }
 
 /// `spawn_sleepers(n, seconds)`: starts `n` grandchild `sleep` processes and waits for
 /// them, returning their pids — a task with a process tree, for time-limit tests.
-pub fn spawn_sleepers(call: &TaskCall) -> Result<Value, TaskError> {
-    let n = call.f64_arg(0, "n")? as usize;
-    let secs = call.f64_arg(1, "seconds")?;
+#[celeriac::task]
+pub fn spawn_sleepers(n: f64, seconds: f64) -> Result<Vec<u32>, TaskError> {
     let mut kids = Vec::new();
-    for _ in 0..n.min(64) {
+    for _ in 0..(n as usize).min(64) {
         let c = std::process::Command::new("sleep")
-            .arg(secs.to_string())
+            .arg(seconds.to_string())
             .spawn()
             .map_err(|e| TaskError::exception("builtins", "OSError", e.to_string()))?;
         kids.push(c);
@@ -175,13 +182,13 @@ pub fn spawn_sleepers(call: &TaskCall) -> Result<Value, TaskError> {
     for mut c in kids {
         let _ = c.wait();
     }
-    Ok(json!(pids))
+    Ok(pids)
 }
 
 /// `spin(seconds)`: burns CPU for `seconds` (a CPU-bound task for time-limit tests).
-pub fn spin(call: &TaskCall) -> Result<Value, TaskError> {
-    let secs = call.f64_arg(0, "seconds")?;
-    let until = std::time::Instant::now() + Duration::from_secs_f64(secs.clamp(0.0, 86_400.0));
+#[celeriac::task]
+pub fn spin(seconds: f64) -> f64 {
+    let until = std::time::Instant::now() + Duration::from_secs_f64(seconds.clamp(0.0, 86_400.0));
     let mut x: u64 = 0;
     while std::time::Instant::now() < until {
         for i in 0..10_000u64 {
@@ -189,49 +196,57 @@ pub fn spin(call: &TaskCall) -> Result<Value, TaskError> {
         }
         std::hint::black_box(x);
     }
-    Ok(json!(secs))
+    seconds
 }
 
 /// `append_line(path, line, seconds=0)`: sleeps `seconds`, then appends `line` to the file at
 /// `path` (one `write` with `O_APPEND`, so concurrent writers never interleave a line) and
 /// returns `line`. Each execution leaves one line: fault tests count executions with it.
-pub fn append_line(call: &TaskCall) -> Result<Value, TaskError> {
+#[celeriac::task]
+pub fn append_line(path: String, line: String, seconds: Option<f64>) -> Result<String, TaskError> {
     use std::io::Write;
-    let path = call.str_arg(0, "path")?;
-    let line = call.str_arg(1, "line")?;
-    let secs = call
-        .arg(2, "seconds")
-        .ok()
-        .and_then(Value::as_f64)
-        .unwrap_or(0.0);
+    let secs = seconds.unwrap_or(0.0);
     if secs > 0.0 {
         std::thread::sleep(Duration::from_secs_f64(secs.min(3600.0)));
     }
+    let os_error = |e: std::io::Error| TaskError::exception("builtins", "OSError", e.to_string());
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(path)
-        .map_err(|e| TaskError::exception("builtins", "OSError", e.to_string()))?;
+        .open(&path)
+        .map_err(os_error)?;
     f.write_all(format!("{line}\n").as_bytes())
-        .map_err(|e| TaskError::exception("builtins", "OSError", e.to_string()))?;
-    Ok(Value::String(line.to_string()))
+        .map_err(os_error)?;
+    Ok(line)
 }
 
 /// `locked_sleep(key, seconds)`: sleeps under the global lock `key` (`#[only_one]` semantics,
 /// skip policy); returns `"ran"`, or `"skipped"` when someone — a Rust or a redis-py holder —
 /// already holds it. The lock server is `CELERIAC_LOCK_URL`, else `CELERY_BROKER_URL`.
-pub fn locked_sleep(call: &TaskCall) -> Result<Value, TaskError> {
-    let key = call.str_arg(0, "key")?;
-    let secs = call.f64_arg(1, "seconds")?;
-    match locks::demo::locked_sleep_outcome(key, secs) {
-        Ok(s) => Ok(json!(s)),
-        Err(locks::NotRun::Skipped { .. }) => Ok(json!("skipped")),
+#[celeriac::task]
+pub fn locked_sleep(key: String, seconds: f64) -> Result<&'static str, TaskError> {
+    match locks::demo::locked_sleep_outcome(&key, seconds) {
+        Ok(s) => Ok(s),
+        Err(locks::NotRun::Skipped { .. }) => Ok("skipped"),
         Err(e) => Err(TaskError::exception(
             "builtins",
             "RuntimeError",
             e.to_string(),
         )),
     }
+}
+
+/// `progress(steps, seconds=0.05)`: reports `PROGRESS` with `{"current": i, "total": steps}`
+/// after each step (Celery's `update_state` convention), then returns `steps`.
+#[celeriac::task(bind = true)]
+pub fn progress(ctx: &Context, steps: u32, seconds: Option<f64>) -> Result<u32, TaskError> {
+    for i in 1..=steps {
+        std::thread::sleep(Duration::from_secs_f64(
+            seconds.unwrap_or(0.05).clamp(0.0, 60.0),
+        ));
+        ctx.update_state("PROGRESS", json!({"current": i, "total": steps}))?;
+    }
+    Ok(steps)
 }
 
 /// Resident set size of this process in KiB (`VmRSS` from `/proc/self/status`).
@@ -250,6 +265,7 @@ pub fn resident_kib() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use celeriac::task::TaskCall;
 
     fn call(args: Value) -> TaskCall {
         TaskCall {
@@ -258,17 +274,28 @@ mod tests {
         }
     }
 
+    fn run(name: &str, args: Value) -> Result<Value, TaskError> {
+        registry().run(name, &call(args))
+    }
+
     #[test]
     fn add_follows_python_numeric_rules() {
-        assert_eq!(add(&call(json!([2, 3]))).unwrap(), json!(5));
-        assert_eq!(add(&call(json!([2, 0.5]))).unwrap(), json!(2.5));
-        assert_eq!(add(&call(json!(["a", "b"]))).unwrap(), json!("ab"));
-        assert!(add(&call(json!([1, null]))).is_err());
+        assert_eq!(run("shared_tasks.add", json!([2, 3])).unwrap(), json!(5));
+        assert_eq!(
+            run("shared_tasks.add", json!([2, 0.5])).unwrap(),
+            json!(2.5)
+        );
+        assert_eq!(
+            run("shared_tasks.add", json!(["a", "b"])).unwrap(),
+            json!("ab")
+        );
+        assert!(run("shared_tasks.add", json!([1, null])).is_err());
     }
 
     #[test]
     fn fail_raises_value_error_with_the_message() {
-        let Err(TaskError::Exception { exc, .. }) = fail(&call(json!(["boom"]))) else {
+        let Err(TaskError::Exception { exc, .. }) = run("shared_tasks.fail", json!(["boom"]))
+        else {
             panic!()
         };
         assert_eq!(
@@ -279,9 +306,42 @@ mod tests {
     }
 
     #[test]
+    fn sleep_returns_its_argument_as_given() {
+        assert_eq!(run("shared_tasks.sleep", json!([0])).unwrap(), json!(0));
+        assert_eq!(
+            run("shared_tasks.sleep", json!([0.01])).unwrap(),
+            json!(0.01)
+        );
+    }
+
+    #[test]
+    fn echo_gives_back_args_and_kwargs() {
+        let mut c = call(json!([1, "a"]));
+        c.kwargs.insert("k".into(), json!(true));
+        assert_eq!(
+            registry().run("shared_tasks.echo", &c).unwrap(),
+            json!({"args": [1, "a"], "kwargs": {"k": true}})
+        );
+    }
+
+    #[test]
     fn registry_serves_every_contract_name() {
         let r = registry();
-        for n in ["add", "echo", "fail", "sleep", "pid", "crash", "alloc"] {
+        for n in [
+            "add",
+            "echo",
+            "fail",
+            "sleep",
+            "pid",
+            "crash",
+            "alloc",
+            "retry_until",
+            "spawn_sleepers",
+            "spin",
+            "append_line",
+            "locked_sleep",
+            "progress",
+        ] {
             assert!(r.get(&format!("shared_tasks.{n}")).is_some(), "{n}");
         }
     }

@@ -10,7 +10,7 @@
 //! `bind = true` task and the binding of arguments to parameters live in `typed`.
 
 pub(crate) mod typed;
-pub use typed::Context;
+pub use typed::{Context, Retry};
 
 use crate::protocol::ExceptionInfo;
 use serde_json::{Map, Value};
@@ -42,7 +42,10 @@ pub struct TaskCall {
 /// Where a running task's `update_state` goes: the worker stores each update as the task's
 /// state (a `PROGRESS` meta, say) before its final result, as Celery's `update_state` does.
 #[derive(Clone, Default)]
-pub struct StateSink(Option<Arc<dyn Fn(&str, &Value) + Send + Sync>>);
+pub struct StateSink(Option<Arc<UpdateFn>>);
+
+/// What a [`StateSink`] calls with each update: `(state, meta)`.
+type UpdateFn = dyn Fn(&str, &Value) + Send + Sync;
 
 impl StateSink {
     /// A sink calling `f(state, meta)` for each update.

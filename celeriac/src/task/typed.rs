@@ -124,6 +124,13 @@ impl<'a> Context<'a> {
         self.call
     }
 
+    /// Celery's `self.update_state(state=..., meta=...)`: store `state` (`"PROGRESS"`, say)
+    /// with `meta` as the task's current result; `AsyncResult.state` / `.info` in a client
+    /// see it until the task ends. See [`TaskCall::update_state`].
+    pub fn update_state(&self, state: &str, meta: Value) -> Result<(), TaskError> {
+        self.call.update_state(state, meta)
+    }
+
     /// Ask for a retry, as Celery's `raise self.retry(...)`; return it as the task's error:
     ///
     /// ```text
