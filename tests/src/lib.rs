@@ -372,7 +372,37 @@ pub fn celeriac_bin() -> PathBuf {
             );
             return bin;
         }
-        cargo_build(&["-p", "worker", "--bin", "celeriac"], "debug/celeriac")
+        cargo_build(
+            &["-p", "celeriac-worker", "--bin", "celeriac"],
+            "debug/celeriac",
+        )
+    })
+    .clone()
+}
+
+/// The stand-alone example crate's worker (`examples/own-worker`, outside the workspace: a
+/// crate of a user's own that runs the celeriac CLI with its typed tasks), built once per test
+/// process (`OWN_WORKER_BIN` names a prebuilt one).
+pub fn own_worker_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(bin) = std::env::var_os("OWN_WORKER_BIN").map(PathBuf::from) {
+            assert!(
+                bin.is_file(),
+                "OWN_WORKER_BIN={} is not a file",
+                bin.display()
+            );
+            return bin;
+        }
+        let manifest = workspace_root().join("examples/own-worker/Cargo.toml");
+        cargo_build(
+            &[
+                "--locked",
+                "--manifest-path",
+                manifest.to_str().expect("UTF-8 path"),
+            ],
+            "debug/own-worker",
+        )
     })
     .clone()
 }
@@ -404,16 +434,19 @@ pub fn killed_lock_holder(url: &str, name: &str) -> Proc {
 /// `cargo build --quiet <what>` in the workspace; returns `artifact` under the target dir.
 fn cargo_build(what: &[&str], artifact: &str) -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    // The workspace's target directory for every build, the stand-alone example's too, so
+    // their shared dependencies are built once.
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
     let status = Command::new(cargo)
         .args(["build", "--quiet"])
         .args(what)
         .current_dir(workspace_root())
+        .env("CARGO_TARGET_DIR", &target)
         .status()
         .unwrap_or_else(|e| panic!("run cargo build {what:?}: {e}"));
     assert!(status.success(), "cargo build {what:?} failed");
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"));
     let bin = target.join(artifact);
     assert!(
         bin.is_file(),

@@ -11,6 +11,7 @@ mod interop;
 mod keyguide;
 mod locks;
 mod operate;
+mod own_worker;
 mod payload;
 mod python_tasks;
 mod security;

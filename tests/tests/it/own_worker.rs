@@ -1,0 +1,71 @@
+//! A crate of a user's own (`examples/own-worker`, outside the workspace, depending on
+//! celeriac by path) runs the whole `celeriac` CLI with its own `#[celeriac::task]`
+//! functions: Python clients call them by name, with Python's argument rules and
+//! exceptions, and in the JWQL mode every task runs in a child that is the user's binary.
+
+use std::process::Command;
+use std::time::Duration;
+use tests::{Proc, RedisServer, free_port, own_worker_bin, python_cmd};
+
+#[test]
+fn a_crate_of_its_own_serves_its_typed_tasks_one_child_of_its_own_binary_per_task() {
+    let server = RedisServer::start();
+    let url = server.url(0);
+    let node = format!("own-{}@localhost", free_port());
+    let mut cmd = Command::new(own_worker_bin());
+    cmd.args(["worker", "-n", &node, "-linfo"])
+        .args([
+            "-Ofair",
+            "-c1",
+            "--max-tasks-per-child=1",
+            "--prefetch-multiplier",
+            "1",
+        ])
+        .env("CELERY_BROKER_URL", &url)
+        .env("CELERY_RESULT_BACKEND", &url)
+        .env_remove("CELERIAC_CONFIG");
+    let worker = Proc::spawn(cmd);
+    worker.wait_for_output("ready.", Duration::from_secs(30));
+    let code = "from celery import Celery\n\
+        import os\n\
+        app = Celery(broker=os.environ['CELERY_BROKER_URL'], backend=os.environ['CELERY_RESULT_BACKEND'])\n\
+        def call(name, args=(), kwargs=None):\n\
+        \x20   try:\n\
+        \x20       return repr(app.send_task(name, args, kwargs or {}).get(timeout=20))\n\
+        \x20   except Exception as e:\n\
+        \x20       return f'{type(e).__name__}: {e}'\n\
+        print(call('own.add', (2, 3)))\n\
+        print(call('own.add', kwargs={'x': 2, 'y': 40}))\n\
+        print(call('own.greet', ('Ada',)))\n\
+        print(call('own.greet', ('Ada',), {'greeting': 'Hi'}))\n\
+        print(call('own.add', ('a', 1)))\n\
+        print(call('own.add', (1,)))\n\
+        print(call('own.add', (1, 2, 3)))\n\
+        print(call('own.add', (1,), {'x': 2}))\n\
+        print(call('own.add', (1, 2), {'z': 2}))\n\
+        print(call('own.sqrt', (-4,)))\n\
+        print(call('own.sqrt', (16,)))\n\
+        print(call('own.exe'))\n\
+        print(len({app.send_task('own.pid').get(timeout=20) for _ in range(3)}))\n";
+    let mut py = python_cmd(&url);
+    py.args(["-c", code]);
+    let out = tests::run_with_timeout(py, Duration::from_secs(120));
+    assert!(out.success, "{out:?}\nworker:\n{}", worker.output());
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    let expected = [
+        "5",
+        "42",
+        "'Hello, Ada!'",
+        "'Hi, Ada!'",
+        "TypeError: add() argument 'x': invalid type: string \"a\", expected i64",
+        "TypeError: add() missing 1 required positional argument: 'y'",
+        "TypeError: add() takes 2 positional arguments but 3 were given",
+        "TypeError: add() got multiple values for argument 'x'",
+        "TypeError: add() got an unexpected keyword argument 'z'",
+        "ValueError: math domain error: sqrt(-4)",
+        "4.0",
+        "'own-worker'",
+        "3",
+    ];
+    assert_eq!(lines, expected, "\nworker:\n{}", worker.output());
+}
