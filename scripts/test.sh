@@ -15,16 +15,23 @@ export CELERIAC_PYTHON="$PWD/.venv/bin/python"
 export CELERIAC_PYTHON_CELERY55="$PWD/.venv-celery55/bin/python"
 export PATH="$PWD/.venv/bin:$PATH"
 
+# The stand-alone example crate (examples/own-worker, outside the workspace) shares the
+# workspace's target directory, so its dependencies are built once.
+OWN_WORKER=(--manifest-path examples/own-worker/Cargo.toml)
 step "cargo fmt --check"
 cargo fmt --all -- --check
+cargo fmt "${OWN_WORKER[@]}" -- --check
 step "cargo clippy -D warnings"
 cargo clippy --locked --workspace --all-targets -- -D warnings
+CARGO_TARGET_DIR="$PWD/target" cargo clippy --locked "${OWN_WORKER[@]}" -- -D warnings
 step "cargo doc -D warnings"
 RUSTDOCFLAGS="-D warnings" cargo doc --locked --workspace --no-deps --quiet
 step "build binaries (debug, and the release binary users run)"
 cargo build --locked --workspace --bins --examples
 cargo build --locked --release -p celeriac-worker --bin celeriac
+CARGO_TARGET_DIR="$PWD/target" cargo build --locked "${OWN_WORKER[@]}"
 export CELERIAC_BIN="$PWD/target/debug/celeriac"
+export OWN_WORKER_BIN="$PWD/target/debug/own-worker"
 # The worker-facing suites again on the release binary: the optimiser changes what a task
 # measures (a leaked block nobody reads disappears) and how races fall.
 RELEASE_SUITES='test(/^(worker|faults|differential|payload|interop|canvas|python_tasks)::/)'

@@ -53,7 +53,11 @@ impl fmt::Display for Negative {
 /// `own.sqrt(x)`: a failure is a Python exception the client re-raises.
 #[celeriac::task(name = "own.sqrt")]
 fn sqrt(x: f64) -> Result<f64, Negative> {
-    if x < 0.0 { Err(Negative(x)) } else { Ok(x.sqrt()) }
+    if x < 0.0 {
+        Err(Negative(x))
+    } else {
+        Ok(x.sqrt())
+    }
 }
 
 fn main() -> ExitCode {
