@@ -79,6 +79,14 @@ def retry_until(self, n):
     return self.request.retries
 
 
+@app.task(name="shared_tasks.progress", bind=True)
+def progress(self, steps, seconds=0.05):
+    for i in range(1, steps + 1):
+        time.sleep(seconds)
+        self.update_state(state="PROGRESS", meta={"current": i, "total": steps})
+    return steps
+
+
 @app.task(name="shared_tasks.spin")
 def spin(seconds):
     end = time.time() + seconds

@@ -16,4 +16,5 @@ mod payload;
 mod python_tasks;
 mod security;
 mod sentinel;
+mod typed;
 mod worker;
