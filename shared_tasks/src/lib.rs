@@ -28,6 +28,7 @@ pub fn registry() -> Registry {
         spin,
         append_line,
         locked_sleep,
+        calibrate,
         progress,
     ];
     registry.add(echo());
@@ -234,6 +235,20 @@ pub fn locked_sleep(key: String, seconds: f64) -> Result<&'static str, TaskError
             e.to_string(),
         )),
     }
+}
+
+/// `calibrate(file, seconds=0)`: a task guarded by a global lock on `calibrate:{file}`, as
+/// JWQL guards its pipeline steps. It sleeps `seconds` under the lock and returns the file
+/// name's length. When another process — Rust or redis-py — holds that lock, the run is
+/// skipped and the task fails with `locks.error.NotRun` naming the lock and its holder:
+/// never a value that looks like success (JWQL's decorator returned `None` for both).
+#[celeriac::task]
+#[locks::only_one(key = "calibrate:{file}", timeout = 600)]
+pub fn calibrate(file: String, seconds: Option<f64>) -> usize {
+    std::thread::sleep(Duration::from_secs_f64(
+        seconds.unwrap_or(0.0).clamp(0.0, 3600.0),
+    ));
+    file.len()
 }
 
 /// `progress(steps, seconds=0.05)`: reports `PROGRESS` with `{"current": i, "total": steps}`

@@ -191,3 +191,32 @@ fn python_clients_get_pythons_type_errors_from_typed_rust_tasks() {
         ]
     );
 }
+
+#[test]
+fn a_typed_task_under_only_one_fails_as_not_run_while_redis_py_holds_its_lock() {
+    let server = RedisServer::start();
+    let url = server.url(0);
+    let _w = CeleriacWorker::start(&url, &["-c1", "--max-tasks-per-child=1"]);
+    let out = server.py(
+        "import redis\n\
+         lock = redis.Redis.from_url(os.environ['CELERY_BROKER_URL']).lock('calibrate:jw01.fits', timeout=30)\n\
+         assert lock.acquire(blocking=False)\n\
+         try:\n\
+         \x20   r = app.send_task('shared_tasks.calibrate', ('jw01.fits',))\n\
+         \x20   print(r.get(timeout=20))\n\
+         except Exception as e:\n\
+         \x20   raw = json.loads(app.backend.client.get('celery-task-meta-' + r.id))\n\
+         \x20   print(raw['status'], raw['result']['exc_module'], type(e).__name__, e)\n\
+         lock.release()\n\
+         print(app.send_task('shared_tasks.calibrate', ('jw01.fits',)).get(timeout=20))\n",
+        Duration::from_secs(60),
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].starts_with(
+            "FAILURE locks.error NotRun skipped: lock `calibrate:jw01.fits` is held by redis-py"
+        ),
+        "{out}"
+    );
+    assert_eq!(lines[1], "9", "the lock free, the task runs: {out}");
+}
