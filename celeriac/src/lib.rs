@@ -205,7 +205,7 @@ pub use transport::Broker;
 /// |---|---|
 /// | `T: Serialize` (including `()`, stored as `None`) | succeeds with `T` as JSON |
 /// | `Ok(T)` of a `Result<T, E>` | succeeds with `T` as JSON |
-/// | `Err(E)`, `E: Into<`[`TaskError`](task::TaskError)`>` | fails (or retries) as `E` converts: e.g. a [`TaskError`](task::TaskError), or a type with `#[derive(`[`Exception`]`)]` |
+/// | `Err(E)`, `E: Into<`[`TaskError`](task::TaskError)`>` | fails (or retries) as `E` converts: e.g. a [`TaskError`](task::TaskError), a type with `#[derive(`[`Exception`]`)]`, or a `std::io::Error` (Python's `builtins.OSError`) |
 /// | `Err(E)`, any other `E: std::error::Error` | fails with an exception named after `E`'s Rust type: `std::num::ParseIntError` is `core.num.error.ParseIntError`, message its `Display` |
 /// | `Err(E)`, `E` a `String`, `Box<dyn Error>` or `anyhow::Error` | fails with `builtins.Exception`, message its `Display` |
 /// | a value serde cannot encode (e.g. a map with non-string keys) | fails with `kombu.exceptions.EncodeError`, as Celery does |

@@ -557,9 +557,10 @@ fn retry_backoff_doubles_per_retry_and_is_capped() {
             "{retries}: {countdown:?}"
         );
         assert_eq!(max_retries, Some(3));
+        // An I/O error is Python's OSError (`From<std::io::Error> for TaskError`).
         assert_eq!(
             (exc.exc_module.as_str(), exc.exc_type.as_str()),
-            ("std.io.error", "Error")
+            ("builtins", "OSError")
         );
     }
 }

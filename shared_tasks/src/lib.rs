@@ -30,6 +30,7 @@ pub fn registry() -> Registry {
         locked_sleep,
         calibrate,
         progress,
+        async_sleep,
     ];
     registry.add(echo());
     registry
@@ -95,14 +96,7 @@ pub fn echo() -> TaskDef {
 /// `fail(message)` → raises `ValueError(message)` (`exc_module: builtins`).
 #[celeriac::task]
 pub fn fail(message: Value) -> Result<(), TaskError> {
-    Err(TaskError::Exception {
-        exc: celeriac::ExceptionInfo {
-            exc_type: "ValueError".into(),
-            exc_message: vec![message],
-            exc_module: "builtins".into(),
-        },
-        traceback: None,
-    })
+    Err(TaskError::exception("builtins", "ValueError", message))
 }
 
 /// `sleep(seconds)` → sleeps in the process running the task, returns `seconds` as given.
@@ -171,15 +165,15 @@ pub fn retry_until(ctx: &Context, n: f64) -> Result<i64, TaskError> {
 /// them, returning their pids — a task with a process tree, for time-limit tests.
 #[celeriac::task]
 pub fn spawn_sleepers(n: f64, seconds: f64) -> Result<Vec<u32>, TaskError> {
-    let mut kids = Vec::new();
-    for _ in 0..(n as usize).min(64) {
-        let c = std::process::Command::new("sleep")
+    let spawn = || {
+        std::process::Command::new("sleep")
             .arg(seconds.to_string())
             .spawn()
-            .map_err(|e| TaskError::exception("builtins", "OSError", e.to_string()))?;
-        kids.push(c);
-    }
-    let pids: Vec<u32> = kids.iter().map(|c| c.id()).collect();
+    };
+    let kids = (0..(n as usize).min(64))
+        .map(|_| spawn())
+        .collect::<Result<Vec<_>, _>>()?;
+    let pids = kids.iter().map(|c| c.id()).collect();
     for mut c in kids {
         let _ = c.wait();
     }
@@ -206,18 +200,14 @@ pub fn spin(seconds: f64) -> f64 {
 #[celeriac::task]
 pub fn append_line(path: String, line: String, seconds: Option<f64>) -> Result<String, TaskError> {
     use std::io::Write;
-    let secs = seconds.unwrap_or(0.0);
-    if secs > 0.0 {
-        std::thread::sleep(Duration::from_secs_f64(secs.min(3600.0)));
-    }
-    let os_error = |e: std::io::Error| TaskError::exception("builtins", "OSError", e.to_string());
+    std::thread::sleep(Duration::from_secs_f64(
+        seconds.unwrap_or(0.0).clamp(0.0, 3600.0),
+    ));
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(&path)
-        .map_err(os_error)?;
-    f.write_all(format!("{line}\n").as_bytes())
-        .map_err(os_error)?;
+        .open(&path)?;
+    f.write_all(format!("{line}\n").as_bytes())?;
     Ok(line)
 }
 
@@ -235,6 +225,14 @@ pub fn locked_sleep(key: String, seconds: f64) -> Result<&'static str, TaskError
             e.to_string(),
         )),
     }
+}
+
+/// `async_sleep(seconds)`: an `async fn` task, sleeping on a tokio timer, returns `seconds`.
+/// In a child it runs on a runtime of its own; in an in-process pool, on the worker's.
+#[celeriac::task]
+pub async fn async_sleep(seconds: f64) -> f64 {
+    tokio::time::sleep(Duration::from_secs_f64(seconds.clamp(0.0, 3600.0))).await;
+    seconds
 }
 
 /// `calibrate(file, seconds=0)`: a task guarded by a global lock on `calibrate:{file}`, as

@@ -167,6 +167,14 @@ impl TaskError {
     }
 }
 
+/// An I/O error is Python's `OSError`, the class Python raises for the same failures, so a
+/// task body can use `?` on file and process operations.
+impl From<std::io::Error> for TaskError {
+    fn from(e: std::io::Error) -> Self {
+        TaskError::exception("builtins", "OSError", e.to_string())
+    }
+}
+
 /// A task body.
 pub type TaskFn = Arc<dyn Fn(&TaskCall) -> Result<Value, TaskError> + Send + Sync>;
 

@@ -220,3 +220,26 @@ fn a_typed_task_under_only_one_fails_as_not_run_while_redis_py_holds_its_lock() 
     );
     assert_eq!(lines[1], "9", "the lock free, the task runs: {out}");
 }
+
+#[test]
+fn an_async_rust_task_runs_in_a_child_and_in_process() {
+    for flags in [
+        &[
+            "-c1",
+            "--max-tasks-per-child=1",
+            "--prefetch-multiplier",
+            "1",
+        ][..],
+        &["-P", "solo"][..],
+        &["-P", "threads", "-c2"][..],
+    ] {
+        let server = RedisServer::start();
+        let _w = CeleriacWorker::start(&server.url(0), flags);
+        let out = server.py(
+            "rs = [app.send_task('shared_tasks.async_sleep', (0.2,)) for _ in range(2)]\n\
+             print([r.get(timeout=20) for r in rs], app.send_task('shared_tasks.add', (1, 2)).get(timeout=20))\n",
+            Duration::from_secs(60),
+        );
+        assert_eq!(out.trim(), "[0.2, 0.2] 3", "{flags:?}");
+    }
+}
