@@ -30,6 +30,18 @@ fn pid() -> u32 {
     std::process::id()
 }
 
+/// `own.whoami()`: what a bound task knows of its request (`bind = true`).
+#[celeriac::task(name = "own.whoami", bind = true)]
+fn whoami(ctx: &celeriac::task::Context) -> Vec<String> {
+    vec![
+        ctx.name().to_string(),
+        ctx.hostname().to_string(),
+        ctx.delivery_info()["routing_key"].to_string(),
+        ctx.retries().to_string(),
+        ctx.id().to_string(),
+    ]
+}
+
 /// `own.exe()`: the name of the program that ran the task: this crate's own binary, which
 /// the worker re-executes for each child.
 #[celeriac::task(name = "own.exe")]
@@ -61,5 +73,5 @@ fn sqrt(x: f64) -> Result<f64, Negative> {
 }
 
 fn main() -> ExitCode {
-    celeriac_worker::main(celeriac::tasks![add, greet, pid, exe, sqrt])
+    celeriac_worker::main(celeriac::tasks![add, greet, pid, exe, whoami, sqrt])
 }

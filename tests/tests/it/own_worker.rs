@@ -46,7 +46,10 @@ fn a_crate_of_its_own_serves_its_typed_tasks_one_child_of_its_own_binary_per_tas
         print(call('own.sqrt', (-4,)))\n\
         print(call('own.sqrt', (16,)))\n\
         print(call('own.exe'))\n\
-        print(len({app.send_task('own.pid').get(timeout=20) for _ in range(3)}))\n";
+        print(len({app.send_task('own.pid').get(timeout=20) for _ in range(3)}))\n\
+        r = app.send_task('own.whoami')\n\
+        w = r.get(timeout=20)\n\
+        print(w[:4], w[4] == r.id)\n";
     let mut py = python_cmd(&url);
     py.args(["-c", code]);
     let out = tests::run_with_timeout(py, Duration::from_secs(120));
@@ -67,5 +70,43 @@ fn a_crate_of_its_own_serves_its_typed_tasks_one_child_of_its_own_binary_per_tas
         "'own-worker'",
         "3",
     ];
+    let expected: Vec<String> = expected
+        .iter()
+        .map(|s| s.to_string())
+        .chain([format!("['own.whoami', '{node}', '\"celery\"', '0'] True")])
+        .collect();
     assert_eq!(lines, expected, "\nworker:\n{}", worker.output());
+}
+
+#[test]
+fn a_crate_of_its_own_serves_a_python_app_beside_its_own_tasks() {
+    let server = RedisServer::start();
+    let url = server.url(0);
+    let node = format!("own-{}@localhost", free_port());
+    let mut cmd = Command::new(own_worker_bin());
+    cmd.current_dir(tests::apps::apps_dir())
+        .args(["-A", "pytasks", "worker", "-n", &node, "-linfo"])
+        .args([
+            "-c1",
+            "--max-tasks-per-child=1",
+            "--prefetch-multiplier",
+            "1",
+        ])
+        .env("CELERIAC_PYTHON", tests::python())
+        .env("CELERY_BROKER_URL", &url)
+        .env("CELERY_RESULT_BACKEND", &url)
+        .env_remove("CELERIAC_CONFIG");
+    let worker = Proc::spawn(cmd);
+    worker.wait_for_output("ready.", Duration::from_secs(30));
+    let mut py = python_cmd(&url);
+    py.args([
+        "-c",
+        "from celery import Celery\n\
+         import os\n\
+         app = Celery(broker=os.environ['CELERY_BROKER_URL'], backend=os.environ['CELERY_RESULT_BACKEND'])\n\
+         print(app.send_task('pytasks.add', (2, 3)).get(timeout=20), app.send_task('own.add', (4, 5)).get(timeout=20))\n",
+    ]);
+    let out = tests::run_with_timeout(py, Duration::from_secs(60));
+    assert!(out.success, "{out:?}\nworker:\n{}", worker.output());
+    assert_eq!(out.stdout.trim(), "5 9", "\nworker:\n{}", worker.output());
 }
