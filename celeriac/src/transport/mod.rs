@@ -134,6 +134,16 @@ impl std::fmt::Debug for Broker {
     }
 }
 
+/// How long celeriac holds `unacked_mutex` at most. kombu takes it for 300 s
+/// (`unacked_mutex_expire`), so a holder killed mid-restore stops every restore in the fleet
+/// for five minutes and the dead's messages stay invisible that long; a celeriac worker
+/// killed while restoring blocks the others for this long instead.
+pub const RESTORE_MUTEX_TTL: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// How long one restore sweep keeps restoring under the mutex before it leaves the rest to
+/// the next sweep: a third of [`RESTORE_MUTEX_TTL`], so the mutex never expires under it.
+const RESTORE_BUDGET: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl Broker {
     /// Connect to `url` with default timeouts ([`ConnOptions::default`]).
     pub async fn connect(url: &str) -> Result<Self> {
@@ -439,7 +449,8 @@ impl Broker {
         Ok(())
     }
 
-    /// kombu's `restore_visible`: under `unacked_mutex` (a redis-py lock, `PX 300000`),
+    /// kombu's `restore_visible`: under `unacked_mutex` (a redis-py lock; see
+    /// [`RESTORE_MUTEX_TTL`] for how long celeriac takes it),
     /// restore (RPUSH, redelivered) every unacked message whose score is older than
     /// `visibility_timeout`; celeriac-held messages (in `celeriac.holders`) as soon as their
     /// lease (the score, renewed by a live holder) has passed.
@@ -469,7 +480,7 @@ impl Broker {
             .arg(&token)
             .arg("NX")
             .arg("PX")
-            .arg(300_000)
+            .arg(RESTORE_MUTEX_TTL.as_millis() as u64)
             .query_async(&mut conn)
             .await?;
         if got.is_none() {
@@ -508,7 +519,12 @@ impl Broker {
             .query_async(conn)
             .await?;
         let mut restored = 0;
+        let started = std::time::Instant::now();
         for ((tag, score), holder) in stale.into_iter().zip(holders) {
+            // Well inside the mutex's time: the rest waits for the next sweep (a second).
+            if started.elapsed() > RESTORE_BUDGET {
+                break;
+            }
             let horizon = if holder.is_some() {
                 now
             } else {

@@ -42,6 +42,24 @@ fn whoami(ctx: &celeriac::task::Context) -> Vec<String> {
     ]
 }
 
+/// `own.spin(seconds)`: burns CPU for `seconds`, under the task's own hard time limit of one
+/// second: the worker kills its process at the limit (`TimeLimitExceeded(1.0)`).
+#[celeriac::task(name = "own.spin", time_limit = 1)]
+fn spin(seconds: f64) -> f64 {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs_f64(seconds);
+    let mut x = 0u64;
+    while std::time::Instant::now() < until {
+        x = std::hint::black_box(x.wrapping_add(1));
+    }
+    seconds
+}
+
+/// `own.quiet()`: a task whose result is never stored (`ignore_result = true`).
+#[celeriac::task(name = "own.quiet", ignore_result = true)]
+fn quiet() -> &'static str {
+    "unseen"
+}
+
 /// `own.exe()`: the name of the program that ran the task: this crate's own binary, which
 /// the worker re-executes for each child.
 #[celeriac::task(name = "own.exe")]
@@ -73,5 +91,7 @@ fn sqrt(x: f64) -> Result<f64, Negative> {
 }
 
 fn main() -> ExitCode {
-    celeriac_worker::main(celeriac::tasks![add, greet, pid, exe, whoami, sqrt])
+    celeriac_worker::main(celeriac::tasks![
+        add, greet, pid, exe, whoami, sqrt, spin, quiet
+    ])
 }

@@ -110,3 +110,57 @@ fn a_crate_of_its_own_serves_a_python_app_beside_its_own_tasks() {
     assert!(out.success, "{out:?}\nworker:\n{}", worker.output());
     assert_eq!(out.stdout.trim(), "5 9", "\nworker:\n{}", worker.output());
 }
+
+#[test]
+fn a_typed_tasks_own_options_are_honoured_by_the_worker() {
+    let server = RedisServer::start();
+    let url = server.url(0);
+    let node = format!("own-{}@localhost", free_port());
+    let mut cmd = Command::new(own_worker_bin());
+    cmd.args([
+        "worker",
+        "-n",
+        &node,
+        "-linfo",
+        "-c1",
+        "--max-tasks-per-child=1",
+    ])
+    .env("CELERY_BROKER_URL", &url)
+    .env("CELERY_RESULT_BACKEND", &url)
+    .env_remove("CELERIAC_CONFIG");
+    let worker = Proc::spawn(cmd);
+    worker.wait_for_output("ready.", Duration::from_secs(30));
+    let mut py = python_cmd(&url);
+    py.args([
+        "-c",
+        "from celery import Celery\n\
+         import os, time\n\
+         app = Celery(broker=os.environ['CELERY_BROKER_URL'], backend=os.environ['CELERY_RESULT_BACKEND'])\n\
+         t = time.time()\n\
+         try:\n\
+         \x20   app.send_task('own.spin', (30,)).get(timeout=20)\n\
+         except Exception as e:\n\
+         \x20   print(type(e).__name__, e, time.time() - t < 10)\n\
+         q = app.send_task('own.quiet')\n\
+         print(app.send_task('own.add', (1, 1)).get(timeout=20))\n\
+         time.sleep(0.5)\n\
+         print(q.state, app.backend.client.exists('celery-task-meta-' + q.id))\n",
+    ]);
+    let out = tests::run_with_timeout(py, Duration::from_secs(60));
+    assert!(out.success, "{out:?}\nworker:\n{}", worker.output());
+    assert_eq!(
+        out.stdout.lines().collect::<Vec<_>>(),
+        [
+            "TimeLimitExceeded TimeLimitExceeded(1.0,) True",
+            "2",
+            "PENDING 0"
+        ],
+        "\nworker:\n{}",
+        worker.output()
+    );
+    assert!(
+        worker.output().contains("own.quiet"),
+        "the quiet task ran: {}",
+        worker.output()
+    );
+}

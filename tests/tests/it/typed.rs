@@ -94,14 +94,15 @@ fn a_rust_client_calls_a_python_served_task_through_a_declared_stub_with_typed_r
 }
 
 /// A Python client sends `shared_tasks.progress(5, 0.15)` and records every distinct
-/// `(state, info)` it sees until the result is ready.
+/// `(state, result)` it reads (both from one read of the meta) until the result is ready.
 const WATCH_PROGRESS: &str = "r = app.send_task('shared_tasks.progress', (5, 0.15))\n\
     seen, deadline = [], time.time() + 30\n\
     while time.time() < deadline:\n\
-    \x20   s = (r.state, r.info if r.state != 'SUCCESS' else r.result)\n\
+    \x20   m = app.backend.get_task_meta(r.id)\n\
+    \x20   s = (m['status'], m['result'])\n\
     \x20   if not seen or seen[-1] != s:\n\
     \x20       seen.append(s)\n\
-    \x20   if r.ready():\n\
+    \x20   if m['status'] in ('SUCCESS', 'FAILURE'):\n\
     \x20       break\n\
     \x20   time.sleep(0.01)\n\
     print(json.dumps(seen))\n";
