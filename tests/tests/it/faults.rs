@@ -525,3 +525,64 @@ fn a_wrong_password_at_start_fails_at_once_with_the_reason() {
     );
     assert!(!said.contains("trying again"), "it retried: {said}");
 }
+
+#[test]
+fn a_restore_sweep_holds_the_unacked_mutex_for_30_s_at_most_so_a_killed_sweeper_blocks_little() {
+    // kombu takes `unacked_mutex` for 300 s: a consumer killed mid-restore would hide the
+    // fleet's stale messages that long. celeriac's sweeps take it for 30 s at most.
+    let redis = RedisServer::start();
+    let url = redis.url(0);
+    let runs = RunLog::new();
+    let mut c = redis.client(0);
+    let flags = [
+        "-P",
+        "threads",
+        "-c2",
+        "--prefetch-multiplier",
+        "400",
+        "--acks-late",
+        "--lease",
+        "2",
+    ];
+    // A holds 800 messages (two running for a minute), then dies: 800 stale entries.
+    let ids = runs.submit(&mut c, 800, 60.0);
+    let mut a = CeleriacWorker::start(&url, &flags);
+    wait_until(Duration::from_secs(20), "A to hold 800 messages", || {
+        (c.hlen::<_, usize>("unacked").unwrap_or(0) == ids.len()).then_some(())
+    });
+    a.proc_.kill_9();
+    std::thread::sleep(Duration::from_secs(3)); // past A's lease
+    // Watch the mutex from before B starts until B's sweep has released it.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let stop = stop.clone();
+        let mut c = redis.client(0);
+        std::thread::spawn(move || {
+            let mut longest_ms: i64 = -2;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let pttl: i64 = redis::cmd("PTTL")
+                    .arg("unacked_mutex")
+                    .query(&mut c)
+                    .unwrap();
+                longest_ms = longest_ms.max(pttl);
+            }
+            longest_ms
+        })
+    };
+    let _b = CeleriacWorker::start(&url, &["-c1", "--acks-late", "--lease", "2"]);
+    wait_until(Duration::from_secs(20), "B to restore A's messages", || {
+        (c.llen::<_, usize>("celery").unwrap_or(0) > 0
+            && !c.exists::<_, bool>("unacked_mutex").unwrap_or(true))
+        .then_some(())
+    });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let longest_ms = watcher.join().unwrap();
+    assert!(
+        longest_ms > 0,
+        "the sweep was seen holding the mutex (PTTL {longest_ms})"
+    );
+    assert!(
+        longest_ms <= 30_000,
+        "the mutex was taken for {longest_ms} ms"
+    );
+}
