@@ -3,33 +3,70 @@
 //! functions: Python clients call them by name, with Python's argument rules and
 //! exceptions, and in the JWQL mode every task runs in a child that is the user's binary.
 
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 use tests::{Proc, RedisServer, free_port, own_worker_bin, python_cmd};
+
+/// `own-worker [-A APP] worker <flags>` on broker and backend `url` (run in `dir`, with the
+/// test venv's Python for an app), waiting for its ready line; returns it and its node name.
+fn start_own_worker(
+    url: &str,
+    dir: Option<&Path>,
+    before: &[&str],
+    flags: &[&str],
+) -> (Proc, String) {
+    let node = format!("own-{}@localhost", free_port());
+    let mut cmd = Command::new(own_worker_bin());
+    if let Some(dir) = dir {
+        cmd.current_dir(dir).env("CELERIAC_PYTHON", tests::python());
+    }
+    cmd.args(before)
+        .args(["worker", "-n", &node, "-linfo"])
+        .args(flags)
+        .env("CELERY_BROKER_URL", url)
+        .env("CELERY_RESULT_BACKEND", url)
+        .env_remove("CELERIAC_CONFIG");
+    let worker = Proc::spawn(cmd);
+    worker.wait_for_output("ready.", Duration::from_secs(30));
+    (worker, node)
+}
+
+/// Run `code` in a Python client whose `app` is a bare Celery app on `url` (it knows the
+/// tasks by name only); returns its stdout lines, failing with the worker's log if it fails.
+fn client(url: &str, code: &str, timeout: Duration, worker: &Proc) -> Vec<String> {
+    let mut py = python_cmd(url);
+    py.args([
+        "-c",
+        &format!(
+            "from celery import Celery\n\
+             import os, time\n\
+             app = Celery(broker=os.environ['CELERY_BROKER_URL'], \
+             backend=os.environ['CELERY_RESULT_BACKEND'])\n{code}"
+        ),
+    ]);
+    let out = tests::run_with_timeout(py, timeout);
+    assert!(out.success, "{out:?}\nworker:\n{}", worker.output());
+    out.stdout.lines().map(str::to_string).collect()
+}
 
 #[test]
 fn a_crate_of_its_own_serves_its_typed_tasks_one_child_of_its_own_binary_per_task() {
     let server = RedisServer::start();
     let url = server.url(0);
-    let node = format!("own-{}@localhost", free_port());
-    let mut cmd = Command::new(own_worker_bin());
-    cmd.args(["worker", "-n", &node, "-linfo"])
-        .args([
+    let (worker, node) = start_own_worker(
+        &url,
+        None,
+        &[],
+        &[
             "-Ofair",
             "-c1",
             "--max-tasks-per-child=1",
             "--prefetch-multiplier",
             "1",
-        ])
-        .env("CELERY_BROKER_URL", &url)
-        .env("CELERY_RESULT_BACKEND", &url)
-        .env_remove("CELERIAC_CONFIG");
-    let worker = Proc::spawn(cmd);
-    worker.wait_for_output("ready.", Duration::from_secs(30));
-    let code = "from celery import Celery\n\
-        import os\n\
-        app = Celery(broker=os.environ['CELERY_BROKER_URL'], backend=os.environ['CELERY_RESULT_BACKEND'])\n\
-        def call(name, args=(), kwargs=None):\n\
+        ],
+    );
+    let code = "def call(name, args=(), kwargs=None):\n\
         \x20   try:\n\
         \x20       return repr(app.send_task(name, args, kwargs or {}).get(timeout=20))\n\
         \x20   except Exception as e:\n\
@@ -50,11 +87,7 @@ fn a_crate_of_its_own_serves_its_typed_tasks_one_child_of_its_own_binary_per_tas
         r = app.send_task('own.whoami')\n\
         w = r.get(timeout=20)\n\
         print(w[:4], w[4] == r.id)\n";
-    let mut py = python_cmd(&url);
-    py.args(["-c", code]);
-    let out = tests::run_with_timeout(py, Duration::from_secs(120));
-    assert!(out.success, "{out:?}\nworker:\n{}", worker.output());
-    let lines: Vec<&str> = out.stdout.lines().collect();
+    let lines = client(&url, code, Duration::from_secs(120), &worker);
     let expected = [
         "5",
         "42",
@@ -82,61 +115,35 @@ fn a_crate_of_its_own_serves_its_typed_tasks_one_child_of_its_own_binary_per_tas
 fn a_crate_of_its_own_serves_a_python_app_beside_its_own_tasks() {
     let server = RedisServer::start();
     let url = server.url(0);
-    let node = format!("own-{}@localhost", free_port());
-    let mut cmd = Command::new(own_worker_bin());
-    cmd.current_dir(tests::apps::apps_dir())
-        .args(["-A", "pytasks", "worker", "-n", &node, "-linfo"])
-        .args([
+    let (worker, _) = start_own_worker(
+        &url,
+        Some(&tests::apps::apps_dir()),
+        &["-A", "pytasks"],
+        &[
             "-c1",
             "--max-tasks-per-child=1",
             "--prefetch-multiplier",
             "1",
-        ])
-        .env("CELERIAC_PYTHON", tests::python())
-        .env("CELERY_BROKER_URL", &url)
-        .env("CELERY_RESULT_BACKEND", &url)
-        .env_remove("CELERIAC_CONFIG");
-    let worker = Proc::spawn(cmd);
-    worker.wait_for_output("ready.", Duration::from_secs(30));
-    let mut py = python_cmd(&url);
-    py.args([
-        "-c",
-        "from celery import Celery\n\
-         import os\n\
-         app = Celery(broker=os.environ['CELERY_BROKER_URL'], backend=os.environ['CELERY_RESULT_BACKEND'])\n\
-         print(app.send_task('pytasks.add', (2, 3)).get(timeout=20), app.send_task('own.add', (4, 5)).get(timeout=20))\n",
-    ]);
-    let out = tests::run_with_timeout(py, Duration::from_secs(60));
-    assert!(out.success, "{out:?}\nworker:\n{}", worker.output());
-    assert_eq!(out.stdout.trim(), "5 9", "\nworker:\n{}", worker.output());
+        ],
+    );
+    let lines = client(
+        &url,
+        "print(app.send_task('pytasks.add', (2, 3)).get(timeout=20), \
+         app.send_task('own.add', (4, 5)).get(timeout=20))\n",
+        Duration::from_secs(60),
+        &worker,
+    );
+    assert_eq!(lines, ["5 9"], "\nworker:\n{}", worker.output());
 }
 
 #[test]
 fn a_typed_tasks_own_options_are_honoured_by_the_worker() {
     let server = RedisServer::start();
     let url = server.url(0);
-    let node = format!("own-{}@localhost", free_port());
-    let mut cmd = Command::new(own_worker_bin());
-    cmd.args([
-        "worker",
-        "-n",
-        &node,
-        "-linfo",
-        "-c1",
-        "--max-tasks-per-child=1",
-    ])
-    .env("CELERY_BROKER_URL", &url)
-    .env("CELERY_RESULT_BACKEND", &url)
-    .env_remove("CELERIAC_CONFIG");
-    let worker = Proc::spawn(cmd);
-    worker.wait_for_output("ready.", Duration::from_secs(30));
-    let mut py = python_cmd(&url);
-    py.args([
-        "-c",
-        "from celery import Celery\n\
-         import os, time\n\
-         app = Celery(broker=os.environ['CELERY_BROKER_URL'], backend=os.environ['CELERY_RESULT_BACKEND'])\n\
-         t = time.time()\n\
+    let (worker, _) = start_own_worker(&url, None, &[], &["-c1", "--max-tasks-per-child=1"]);
+    let lines = client(
+        &url,
+        "t = time.time()\n\
          try:\n\
          \x20   app.send_task('own.spin', (30,)).get(timeout=20)\n\
          except Exception as e:\n\
@@ -145,11 +152,11 @@ fn a_typed_tasks_own_options_are_honoured_by_the_worker() {
          print(app.send_task('own.add', (1, 1)).get(timeout=20))\n\
          time.sleep(0.5)\n\
          print(q.state, app.backend.client.exists('celery-task-meta-' + q.id))\n",
-    ]);
-    let out = tests::run_with_timeout(py, Duration::from_secs(60));
-    assert!(out.success, "{out:?}\nworker:\n{}", worker.output());
+        Duration::from_secs(60),
+        &worker,
+    );
     assert_eq!(
-        out.stdout.lines().collect::<Vec<_>>(),
+        lines,
         [
             "TimeLimitExceeded TimeLimitExceeded(1.0,) True",
             "2",
