@@ -34,7 +34,7 @@ export CELERIAC_BIN="$PWD/target/debug/celeriac"
 export OWN_WORKER_BIN="$PWD/target/debug/own-worker"
 # The worker-facing suites again on the release binary: the optimiser changes what a task
 # measures (a leaked block nobody reads disappears) and how races fall.
-RELEASE_SUITES='test(/^(worker|faults|differential|payload|interop|canvas|python_tasks)::/)'
+RELEASE_SUITES='test(/^(worker|faults|differential|payload|interop|canvas|python_tasks|typed)::/)'
 step "tests (debug binary)"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --locked --workspace --no-fail-fast "$@"
